@@ -1,0 +1,189 @@
+"""Typed configuration: the DiT architecture and the streaming sampler.
+
+`DiTConfig` describes a Wan2.1-style DiT (Wan2.1-T2V-1.3B by default) plus the
+conditioning-channel layout of inpainting variants; `StreamConfig` holds every
+setting of the chunk loop (Knot Forcing, arXiv 2512.21734, and the peers' modes).
+Derived sizes are properties; `__post_init__` validates with messages that name
+the setting, the value got and the allowed range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from .errors import ConfigError
+
+LATENT_CHANNELS = 16  # Wan2.1 VAE z_dim
+VAE_STRIDE = (4, 8, 8)  # (time, height, width) compression of the Wan2.1 VAE
+
+# Channel order of the DiT input, per layout (the noisy latent always comes first):
+#   noise            [noisy 16]                                    (T2V, Self Forcing family)
+#   noise_ref_mask   [noisy 16 | known/reference latent 16 | mask 1] (AvatarForcing, 33)
+#   noise_mask_latent [noisy 16 | mask 4 | known latent 16]          (Wan I2V, 36)
+CondLayout = Literal["noise", "noise_ref_mask", "noise_mask_latent"]
+COND_EXTRA_CHANNELS: dict[str, int] = {"noise": 0, "noise_ref_mask": LATENT_CHANNELS + 1,
+                                       "noise_mask_latent": 4 + LATENT_CHANNELS}
+
+Strategy = Literal["knot", "self_forcing", "longlive", "rolling_forcing"]
+STRATEGIES: tuple[str, ...] = ("knot", "self_forcing", "longlive", "rolling_forcing")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Architecture of a Wan2.1 DiT; field names follow Wan's constructor."""
+
+    dim: int = 1536
+    ffn_dim: int = 8960
+    num_heads: int = 12
+    num_layers: int = 30
+    freq_dim: int = 256
+    text_dim: int = 4096
+    text_len: int = 512
+    out_dim: int = LATENT_CHANNELS
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    cond_layout: CondLayout = "noise"
+    cross_attn_norm: bool = True
+    eps: float = 1e-6
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        _check(self.cond_layout in COND_EXTRA_CHANNELS,
+               f"cond_layout={self.cond_layout!r}; allowed: {sorted(COND_EXTRA_CHANNELS)}")
+        _check(self.dim > 0 and self.num_heads > 0 and self.dim % self.num_heads == 0,
+               f"dim={self.dim} must be a positive multiple of num_heads={self.num_heads}")
+        _check(self.head_dim % 2 == 0 and self.head_dim >= 6,
+               f"head_dim={self.head_dim} (dim/num_heads) must be even and >= 6 for 3D RoPE")
+        _check(self.num_layers >= 1, f"num_layers={self.num_layers}; must be >= 1")
+        _check(self.patch_size[0] == 1, f"patch_size={self.patch_size}; temporal patch must be 1 "
+               "(one latent frame per token row, as every causal Wan checkpoint uses)")
+
+    @property
+    def in_dim(self) -> int:
+        return LATENT_CHANNELS + COND_EXTRA_CHANNELS[self.cond_layout]
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def rope_dims(self) -> tuple[int, int, int]:
+        """Head dims rotated by frame, row and column (Wan: 44/42/42 of 128)."""
+        hw = 2 * (self.head_dim // 6)
+        return self.head_dim - 2 * hw, hw, hw
+
+    @property
+    def spatial_stride(self) -> int:
+        """Pixels per token side: VAE stride times patch size."""
+        return VAE_STRIDE[1] * self.patch_size[1]
+
+    def grid(self, latent_height: int, latent_width: int) -> tuple[int, int]:
+        """Token grid (rows, cols) of one latent frame."""
+        ph, pw = self.patch_size[1:]
+        if latent_height % ph or latent_width % pw:
+            raise ConfigError(
+                f"latent size {latent_height}x{latent_width} is not divisible by the patch {ph}x{pw}; "
+                f"use a video size that is a multiple of {self.spatial_stride} pixels")
+        return latent_height // ph, latent_width // pw
+
+    def tokens_per_frame(self, latent_height: int, latent_width: int) -> int:
+        rows, cols = self.grid(latent_height, latent_width)
+        return rows * cols
+
+
+PRESETS: dict[str, DiTConfig] = {
+    "wan2.1-t2v-1.3b": DiTConfig(),
+    "wan2.1-1.3b-noise-ref-mask": DiTConfig(cond_layout="noise_ref_mask"),
+    "wan2.1-1.3b-noise-mask-latent": DiTConfig(cond_layout="noise_mask_latent"),
+    "tiny": DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, freq_dim=32, text_dim=32, text_len=8),
+    "tiny-noise-ref-mask": DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, freq_dim=32,
+                                     text_dim=32, text_len=8, cond_layout="noise_ref_mask"),
+    "tiny-noise-mask-latent": DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, freq_dim=32,
+                                        text_dim=32, text_len=8, cond_layout="noise_mask_latent"),
+}
+
+
+def preset(name: str) -> DiTConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Settings of the chunk loop. Names are shared by the CLI flags and node widgets.
+
+    chunk_len (c): latent frames committed per chunk. knot_len (k): extra frames denoised
+    at the chunk's end, never output or cached, handed to the next chunk. window_len (L):
+    committed latent frames kept as local attention context. ahead_init / ahead_step
+    (n_init / s): the running-ahead reference index and its increment.
+    """
+
+    strategy: Strategy = "knot"
+    chunk_len: int = 3
+    knot_len: int = 1
+    window_len: int = 6
+    steps: tuple[int, ...] = (1000, 750, 500, 250)
+    shift: float = 5.0
+    fusion_weight: float = 0.5
+    running_ahead: bool = True
+    ahead_init: int = 8
+    ahead_step: int = 4
+    anchor: bool = True
+    context_noise: int = 0
+    start_from_reference: bool = True
+    sink_len: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        _check(self.strategy in STRATEGIES, f"strategy={self.strategy!r}; allowed: {', '.join(STRATEGIES)}")
+        _check(self.chunk_len >= 1, f"chunk_len={self.chunk_len}; must be >= 1 latent frame")
+        _check(0 <= self.knot_len < self.chunk_len,
+               f"knot_len={self.knot_len}; must be in [0, chunk_len-1] = [0, {self.chunk_len - 1}]")
+        _check(self.window_len >= 1, f"window_len={self.window_len}; must be >= 1 latent frame")
+        _check(len(self.steps) >= 1, "steps is empty; give at least one denoising step, e.g. 1000,750,500,250")
+        _check(all(0 < s <= 1000 for s in self.steps),
+               f"steps={list(self.steps)}; each step must be in (0, 1000]")
+        _check(all(a > b for a, b in zip(self.steps, self.steps[1:])),
+               f"steps={list(self.steps)}; steps must be strictly decreasing, e.g. 1000,750,500,250")
+        _check(self.shift > 0, f"shift={self.shift}; must be > 0")
+        _check(0.0 <= self.fusion_weight <= 1.0, f"fusion_weight={self.fusion_weight}; must be in [0, 1]")
+        _check(self.ahead_step >= 1, f"ahead_step={self.ahead_step}; must be >= 1")
+        _check(self.ahead_init >= 1, f"ahead_init={self.ahead_init}; must be >= 1")
+        _check(0 <= self.context_noise < 1000, f"context_noise={self.context_noise}; must be in [0, 1000)")
+        _check(self.sink_len >= 0, f"sink_len={self.sink_len}; must be >= 0")
+        if self.strategy != "knot":
+            _check(self.knot_len == 0, f"knot_len={self.knot_len} with strategy={self.strategy!r}; "
+                   "only the 'knot' strategy uses a temporal knot (set knot_len=0)")
+        if self.strategy in ("longlive", "rolling_forcing"):
+            _check(self.sink_len >= 1, f"sink_len={self.sink_len} with strategy={self.strategy!r}; "
+                   "the frame sink needs >= 1 latent frame")
+
+    @classmethod
+    def for_strategy(cls, strategy: str, **overrides) -> StreamConfig:
+        """Defaults of each strategy (the peers' published settings), then the overrides."""
+        base: dict = {"strategy": strategy}
+        if strategy == "self_forcing":
+            base.update(knot_len=0, anchor=False, running_ahead=False, window_len=9)
+        elif strategy == "longlive":
+            base.update(knot_len=0, anchor=False, running_ahead=False, window_len=9, sink_len=3)
+        elif strategy == "rolling_forcing":
+            base.update(knot_len=0, anchor=False, running_ahead=False, window_len=6, sink_len=3)
+        base.update(overrides)
+        return cls(**base)
+
+    @property
+    def span(self) -> int:
+        """Latent frames denoised together in one chunk (c + k)."""
+        return self.chunk_len + self.knot_len
+
+    @property
+    def uses_reference_anchor(self) -> bool:
+        return self.strategy == "knot" and self.anchor
+
+    def replace(self, **changes) -> StreamConfig:
+        return replace(self, **changes)

@@ -1,0 +1,25 @@
+"""Error types raised at the library's boundaries.
+
+Every user-facing error says what was got, what is required and how to fix it,
+so the CLI and the ComfyUI nodes can show the message as it is.
+"""
+
+
+class KnotError(ValueError):
+    """Base class for errors a user can act on (bad settings, bad files, bad inputs)."""
+
+
+class ConfigError(KnotError):
+    """A setting is out of its allowed range or inconsistent with another."""
+
+
+class CheckpointError(KnotError):
+    """A model file is missing, unreadable, or not the kind of file expected."""
+
+
+class InputError(KnotError):
+    """An input (image, audio, pose, latent) does not fit what the model needs."""
+
+
+class MissingDependencyError(KnotError, ImportError):
+    """An optional dependency is needed on this path; the message gives the install command."""
