@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 
@@ -44,3 +45,29 @@ class DrivingAdapter(nn.Module):
 
     def after_block(self, index: int, x: Tensor, tokens: Tensor, active: Tensor | None) -> Tensor:
         return x
+
+
+def encode_driving(adapters: nn.ModuleDict, signals, first_frame: int, count: int,
+                   device: torch.device | str) -> DrivingTokens | None:
+    """Ask each adapter's signal for latent frames first_frame..+count and encode them once.
+
+    signals: objects with `name` and `latent_features(start, count) -> (count, ...)`.
+    """
+    if not len(adapters):
+        return None
+    by_name = {s.name: s for s in signals}
+    tokens = {}
+    for name, adapter in adapters.items():
+        signal = by_name.get(adapter.signal)
+        if signal is None:
+            continue
+        features = signal.latent_features(first_frame, count).to(device)  # (count, ...)
+        tokens[name] = adapter.encode(features.unsqueeze(0))  # (1, count, ...)
+    return DrivingTokens(tokens) if tokens else None
+
+
+def slice_driving(driving: DrivingTokens | None, start: int, stop: int) -> DrivingTokens | None:
+    if driving is None:
+        return None
+    active = None if driving.active is None else driving.active[start:stop]
+    return DrivingTokens({k: v[:, start:stop] for k, v in driving.tokens.items()}, active)

@@ -1,0 +1,218 @@
+"""The Wan2.1 DiT with per-frame timesteps and cache-backed self-attention.
+
+Architecture and parameter names follow Wan2.1 (`wan/modules/model.py`): weight-compatible
+with Wan2.1-T2V-1.3B and the causal students distilled from it (Self Forcing, CausVid,
+LongLive, Rolling Forcing, AvatarForcing, ComfyUI's AR checkpoints) after the key mapping
+in `checkpoints.py`. What differs from Wan is only where keys come from: a block's
+self-attention attends to [context K/V supplied by an `AttentionContext` (reference anchor,
+sliding window), own K/V], and positions are whatever the caller says (bounded, relative).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import DiTConfig
+from .driving import DrivingAdapter, DrivingTokens
+from .rope import RopeTable
+
+
+class AttentionContext(Protocol):
+    """Extra keys/values each self-attention layer attends to, and where its own K/V go.
+
+    read(layer) returns context keys already rotated to the caller's positions and values,
+    each (B, S_ctx, heads, head_dim), or None. write(layer, k, v) receives the layer's own
+    un-rotated keys and values when the forward commits frames to a cache.
+    """
+
+    def read(self, layer: int) -> tuple[Tensor, Tensor] | None: ...
+
+    def write(self, layer: int, k: Tensor, v: Tensor) -> None: ...
+
+
+def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
+    """Wan's timestep embedding: cos half first, then sin, computed in float64. t: (...,) -> (..., dim)."""
+    half = dim // 2
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    args = t.to(torch.float64)[..., None] * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class WanRMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(cfg.dim, cfg.dim) for _ in range(4))
+        self.norm_q = WanRMSNorm(cfg.dim, cfg.eps)
+        self.norm_k = WanRMSNorm(cfg.dim, cfg.eps)
+
+    def forward(self, x: Tensor, rope: RopeTable, layer: int, context: AttentionContext | None,
+                attn_mask: Tensor | None) -> Tensor:
+        heads = (self.num_heads, -1)
+        q = rope.rotate(self.norm_q(self.q(x)).unflatten(-1, heads))  # (B, S, H, d)
+        k = self.norm_k(self.k(x)).unflatten(-1, heads)  # un-rotated: caches store it this way
+        v = self.v(x).unflatten(-1, heads)
+        cached = None
+        if context is not None:
+            cached = context.read(layer)
+            context.write(layer, k, v)
+        k = rope.rotate(k)
+        if cached is not None:
+            k = torch.cat([cached[0].to(k.dtype), k], dim=1)  # (B, S_ctx + S, H, d)
+            v = torch.cat([cached[1].to(v.dtype), v], dim=1)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             attn_mask=attn_mask)  # (B, H, S, d)
+        return self.o(out.transpose(1, 2).flatten(2))
+
+
+class CrossAttention(nn.Module):
+    """Text cross-attention; its K/V depend only on the text, so they are computed once per run."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(cfg.dim, cfg.dim) for _ in range(4))
+        self.norm_q = WanRMSNorm(cfg.dim, cfg.eps)
+        self.norm_k = WanRMSNorm(cfg.dim, cfg.eps)
+
+    def text_kv(self, text: Tensor) -> tuple[Tensor, Tensor]:
+        heads = (self.num_heads, -1)
+        return self.norm_k(self.k(text)).unflatten(-1, heads), self.v(text).unflatten(-1, heads)
+
+    def forward(self, x: Tensor, text_kv: tuple[Tensor, Tensor]) -> Tensor:
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
+        k, v = text_kv
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return self.o(out.transpose(1, 2).flatten(2))
+
+
+class DiTBlock(nn.Module):
+    """Wan's WanAttentionBlock with per-frame adaLN modulation."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(cfg)
+        self.norm3 = nn.LayerNorm(cfg.dim, eps=cfg.eps) if cfg.cross_attn_norm else nn.Identity()
+        self.cross_attn = CrossAttention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"),
+                                 nn.Linear(cfg.ffn_dim, cfg.dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
+
+    def forward(self, x: Tensor, e0: Tensor, frames: int, rope: RopeTable, text_kv: tuple[Tensor, Tensor],
+                layer: int, context: AttentionContext | None, attn_mask: Tensor | None) -> Tensor:
+        # x: (B, F*S, dim) float32 residual stream; e0: (B, F, 6, dim)
+        mod = (self.modulation.float().unsqueeze(1) + e0).unbind(2)  # 6 x (B, F, dim)
+        shift1, scale1, gate1, shift2, scale2, gate2 = (m.unsqueeze(2) for m in mod)  # (B, F, 1, dim)
+        wdt = self.ffn[0].weight.dtype
+
+        def modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+            h = h.float().unflatten(1, (frames, -1)) * (1 + scale) + shift  # (B, F, S, dim)
+            return h.flatten(1, 2).to(wdt)
+
+        def gated(y: Tensor, gate: Tensor) -> Tensor:
+            return (y.float().unflatten(1, (frames, -1)) * gate).flatten(1, 2)
+
+        y = self.self_attn(modulate(self.norm1(x), shift1, scale1), rope, layer, context, attn_mask)
+        x = x + gated(y, gate1)
+        x = x + self.cross_attn(self.norm3(x.to(wdt)), text_kv).float()
+        y = self.ffn(modulate(self.norm2(x), shift2, scale2))
+        return x + gated(y, gate2)
+
+
+class Head(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=False)
+        self.head = nn.Linear(cfg.dim, cfg.out_dim * math.prod(cfg.patch_size))
+        self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
+
+    def forward(self, x: Tensor, e: Tensor, frames: int) -> Tensor:
+        shift, scale = (self.modulation.float().unsqueeze(1) + e.unsqueeze(2)).unbind(2)  # (B, F, dim)
+        h = self.norm(x).unflatten(1, (frames, -1)) * (1 + scale.unsqueeze(2)) + shift.unsqueeze(2)
+        return self.head(h.flatten(1, 2).to(self.head.weight.dtype))
+
+
+class KnotDiT(nn.Module):
+    """Wan2.1 DiT. forward(x (B, in_dim, F, H, W), t (B, F)) -> velocity (B, out_dim, F, H, W)."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"),
+                                            nn.Linear(cfg.dim, cfg.dim))
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, cfg.dim * 6))
+        self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
+        self.head = Head(cfg)
+        self.driving = nn.ModuleDict()
+
+    def add_adapter(self, name: str, adapter: DrivingAdapter) -> None:
+        self.driving[name] = adapter
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.patch_embedding.weight.dtype
+
+    def encode_text(self, text: Tensor | None, batch: int = 1) -> list[tuple[Tensor, Tensor]]:
+        """Per-layer cross-attention K/V for umT5 embeddings text (B, L, text_dim); L <= text_len rows
+        are zero-padded to text_len as in training (padding rows are not masked). None -> zeros."""
+        cfg, p = self.cfg, self.patch_embedding.weight
+        if text is None:
+            text = torch.zeros(batch, cfg.text_len, cfg.text_dim, device=p.device, dtype=p.dtype)
+        text = F.pad(text, (0, 0, 0, cfg.text_len - text.shape[1])).to(device=p.device, dtype=p.dtype)
+        ctx = self.text_embedding(text)  # (B, text_len, dim)
+        return [block.cross_attn.text_kv(ctx) for block in self.blocks]
+
+    def forward(self, x: Tensor, t: Tensor, *, frame_positions: Tensor, text_kv: list[tuple[Tensor, Tensor]],
+                context: AttentionContext | None = None, attn_mask: Tensor | None = None,
+                driving: DrivingTokens | None = None) -> Tensor:
+        cfg = self.cfg
+        b, _, frames, height, width = x.shape
+        rows, cols = cfg.grid(height, width)
+        h = self.patch_embedding(x.to(self.dtype)).flatten(2).transpose(1, 2).float()  # (B, F*S, dim)
+        e = self.time_embedding(sinusoidal_embedding(t, cfg.freq_dim).to(self.dtype)).float()  # (B, F, dim)
+        e0 = self.time_projection(e.to(self.dtype)).float().unflatten(-1, (6, cfg.dim))  # (B, F, 6, dim)
+        rope = RopeTable(cfg, frame_positions, rows, cols, device=x.device)
+        for i, block in enumerate(self.blocks):
+            h = self._drive(h, i, driving, before=True)
+            h = block(h, e0, frames, rope, text_kv[i], i, context, attn_mask)
+            h = self._drive(h, i, driving, before=False)
+        out = self.head(h, e, frames)  # (B, F*S, out*prod(patch))
+        return self.unpatchify(out.float(), frames, rows, cols)
+
+    def _drive(self, h: Tensor, index: int, driving: DrivingTokens | None, *, before: bool) -> Tensor:
+        if driving is None:
+            return h
+        for name, adapter in self.driving.items():
+            tokens = driving.tokens.get(name)
+            if tokens is None:
+                continue
+            hook = adapter.before_block if before else adapter.after_block
+            h = hook(index, h, tokens, driving.active)
+        return h
+
+    def unpatchify(self, out: Tensor, frames: int, rows: int, cols: int) -> Tensor:
+        # head row layout (p, q, r, c): channel fastest, then patch column, row, time
+        pt, ph, pw = self.cfg.patch_size
+        u = out.view(out.shape[0], frames, rows, cols, pt, ph, pw, self.cfg.out_dim)
+        u = torch.einsum("bfhwpqrc->bcfphqwr", u)
+        return u.reshape(out.shape[0], self.cfg.out_dim, frames * pt, rows * ph, cols * pw)

@@ -1,0 +1,86 @@
+"""The stream's memory of the past, held as K/V caches: a reference/sink anchor and a window.
+
+`CachedMemory` is what the chunk loop talks to: `anchor_reference` (clean pass of the
+reference frame), `predict` (one denoising forward of a chunk) and `commit` (the clean
+pass that writes a chunk's K/V). Everything it allocates is sized once from the configs,
+so memory per chunk is flat for any stream length.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .attention import AnchorCache, AnchorWriter, CacheView, KVCache
+from .config import StreamConfig
+from .dit import KnotDiT
+from .driving import DrivingTokens
+
+
+class CachedMemory:
+    def __init__(self, model: KnotDiT, cfg: StreamConfig, text_kv: list[tuple[Tensor, Tensor]],
+                 latent_hw: tuple[int, int], batch: int = 1):
+        dcfg, p = model.cfg, model.patch_embedding.weight
+        self.model, self.cfg, self.text_kv = model, cfg, text_kv
+        self.rows, self.cols = dcfg.grid(*latent_hw)
+        dims = dict(num_layers=dcfg.num_layers, tokens_per_frame=self.rows * self.cols, batch=batch,
+                    heads=dcfg.num_heads, head_dim=dcfg.head_dim, dtype=p.dtype, device=p.device)
+        self.window = KVCache(window_len=cfg.window_len, spare=cfg.chunk_len, **dims)
+        anchor_frames = 1 if cfg.uses_reference_anchor else cfg.sink_len
+        self.anchor = AnchorCache(frames=anchor_frames, **dims) if anchor_frames else None
+        self._view_key: tuple[int, int | None] | None = None
+        self._view: CacheView | None = None
+
+    def anchor_reference(self, x_in: Tensor, t: Tensor) -> None:
+        """Clean pass of the reference frame alone; its un-rotated K/V become the anchor."""
+        assert self.anchor is not None and x_in.shape[2] == 1
+        zero = torch.zeros(1, dtype=torch.float64)
+        self.model(x_in, t, frame_positions=zero, text_kv=self.text_kv, context=AnchorWriter(self.anchor))
+        self.anchor.mark_filled(1)
+
+    def predict(self, x_in: Tensor, t: Tensor, first_frame: int, anchor_position: int | None,
+                driving: DrivingTokens | None) -> Tensor:
+        view = self._context(first_frame, anchor_position)
+        return self._forward(x_in, t, view, driving)
+
+    def commit(self, x_in: Tensor, t: Tensor, first_frame: int, anchor_position: int | None,
+               driving: DrivingTokens | None) -> None:
+        frames = list(range(first_frame, first_frame + x_in.shape[2]))
+        view = self._context(first_frame, anchor_position).committing(frames)
+        self._forward(x_in, t, view, driving)
+        view.finish_commit()
+        self._view_key = self._view = None  # the window changed
+
+    def _forward(self, x_in: Tensor, t: Tensor, view: CacheView, driving: DrivingTokens | None) -> Tensor:
+        positions = torch.arange(x_in.shape[2], dtype=torch.float64)  # relative to first_frame
+        return self.model(x_in, t, frame_positions=positions, text_kv=self.text_kv, context=view, driving=driving)
+
+    def _context(self, first_frame: int, anchor_position: int | None) -> CacheView:
+        # one view (and one set of RoPE tables) per chunk, shared by all its denoising steps
+        key = (first_frame, anchor_position)
+        if self._view_key != key:
+            sink = 0 if self.cfg.uses_reference_anchor else self.cfg.sink_len
+            self._view = CacheView(self.window, self.anchor, anchor_position, first_frame, self.rows, self.cols,
+                                   self.model.cfg, sink_frames=sink)
+            self._view_key = key
+        return self._view
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        out = {"window.k": self.window.k, "window.v": self.window.v,
+               "window.slot_frame": torch.tensor(self.window.slot_frame),
+               "window.cursor": torch.tensor([self.window.cursor, self.window.valid])}
+        if self.anchor is not None:
+            out.update({"anchor.k": self.anchor.k, "anchor.v": self.anchor.v,
+                        "anchor.filled": torch.tensor([self.anchor.filled])})
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        self.window.k.copy_(tensors["window.k"])
+        self.window.v.copy_(tensors["window.v"])
+        self.window.slot_frame = [int(x) for x in tensors["window.slot_frame"]]
+        self.window.cursor, self.window.valid = (int(x) for x in tensors["window.cursor"])
+        if self.anchor is not None:
+            self.anchor.k.copy_(tensors["anchor.k"])
+            self.anchor.v.copy_(tensors["anchor.v"])
+            self.anchor.filled = int(tensors["anchor.filled"][0])
+        self._view_key = self._view = None

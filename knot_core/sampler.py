@@ -1,0 +1,86 @@
+"""One chunk of the loop: few-step denoising of c + k frames, the knot fusion, the clean commit.
+
+Also the rolling-forcing variant, where a window of chunks is denoised jointly at staggered
+noise levels (one forward per output chunk). Both draw all randomness from the stream's
+`NoiseSource` and talk to the past only through the memory's predict/commit.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .conditioning import Known, model_input
+from .driving import DrivingTokens, slice_driving
+from .schedule import FlowSchedule, predict_x0, renoise
+
+
+def _timesteps(value: float, batch: int, frames: int, device) -> Tensor:
+    return torch.full((batch, frames), value, dtype=torch.float64, device=device)
+
+
+def start_noise(known: Known, sigma: Tensor, eps: Tensor) -> Tensor:
+    """Initial x: pure noise, with known regions already at the first step's noise level."""
+    return known.mask * renoise(known.latent, sigma, eps) + (1 - known.mask) * eps
+
+
+def denoise_chunk(memory, sched: FlowSchedule, steps: tuple[int, ...], noise, known: Known,
+                  reference: Tensor | None, first_frame: int, anchor_position: int | None,
+                  driving: DrivingTokens | None) -> Tensor:
+    """All denoising steps of one chunk -> fused x0 prediction (B, 16, F, h, w)."""
+    b, _, frames, h, w = known.latent.shape
+    device, dcfg = known.latent.device, memory.model.cfg
+    ts = [sched.warp(s) for s in steps]
+    sigmas = [sched.sigma(_timesteps(t, b, frames, device)) for t in ts]
+    x = start_noise(known, sigmas[0], noise.draw((b, 16, frames, h, w), device))
+    for j, t in enumerate(ts):
+        v = memory.predict(model_input(dcfg, x, known, reference), _timesteps(t, b, frames, device),
+                           first_frame, anchor_position, driving)
+        x0 = predict_x0(x, v, sigmas[j])
+        if j + 1 == len(ts):
+            return known.fuse_final(x0)
+        x = renoise(known.pin(x0), sigmas[j + 1], noise.draw((b, 16, frames, h, w), device))
+    raise AssertionError("unreachable: steps is never empty")
+
+
+def commit_chunk(memory, sched: FlowSchedule, context_noise: int, noise, latents: Tensor, known: Known,
+                 reference: Tensor | None, first_frame: int, anchor_position: int | None,
+                 driving: DrivingTokens | None) -> None:
+    """Clean pass (t = context_noise) over the committed frames; writes their K/V to the window."""
+    b, _, frames = latents.shape[:3]
+    t = _timesteps(sched.warp(context_noise), b, frames, latents.device)
+    x = latents
+    if context_noise:
+        x = renoise(latents, sched.sigma(t), noise.draw(tuple(latents.shape), latents.device))
+    memory.commit(model_input(memory.model.cfg, x, known, reference), t, first_frame, anchor_position, driving)
+
+
+def rolling_step(memory, sched: FlowSchedule, steps: tuple[int, ...], noise, window: list[Tensor],
+                 levels: list[int], known: Known, reference: Tensor | None, first_frame: int,
+                 anchor_position: int | None, driving: DrivingTokens | None) -> Tensor | None:
+    """One joint forward over the in-flight chunks (oldest first, levels = step index of each).
+
+    Updates window/levels in place; returns the oldest chunk's final x0 once it has seen
+    every step, else None.
+    """
+    x = torch.cat(window, dim=2)  # (B, 16, n*c, h, w)
+    b, _, frames, h, w = x.shape
+    c = window[0].shape[2]
+    t = torch.cat([_timesteps(sched.warp(steps[lv]), b, c, x.device) for lv in levels], dim=1)  # (B, F)
+    v = memory.predict(model_input(memory.model.cfg, x, known, reference), t, first_frame, anchor_position, driving)
+    x0 = known.pin(predict_x0(x, v, sched.sigma(t)))
+    done = None
+    for j in range(len(window)):
+        part = x0[:, :, j * c:(j + 1) * c]
+        if levels[j] + 1 == len(steps):
+            done = known.frames(0, c).fuse_final(part)
+            continue
+        t_next = _timesteps(sched.warp(steps[levels[j] + 1]), b, c, x.device)
+        window[j] = renoise(part, sched.sigma(t_next), noise.draw((b, 16, c, h, w), x.device))
+        levels[j] += 1
+    if done is not None:
+        del window[0], levels[0]
+    return done
+
+
+__all__ = ["denoise_chunk", "commit_chunk", "rolling_step", "slice_driving"]

@@ -1,0 +1,69 @@
+"""Few-step flow-matching schedule and the running-ahead / anchor position rules.
+
+Flow matching (Wan2.1, Self Forcing): the model predicts v, x0 = x_t - sigma*v, and the next
+level is reached by re-noising (1 - sigma')*x0 + sigma'*eps with fresh eps. Sigmas are
+linspace(1, 0, 1001)[:-1] shifted by sigma_s = shift*sigma / (1 + (shift-1)*sigma); a
+denoising step s in [1, 1000] maps to the scheduler's timestep at index 1000 - s ("warp").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .config import StreamConfig
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+class FlowSchedule:
+    def __init__(self, shift: float):
+        sigmas = torch.linspace(1.0, 0.0, NUM_TRAIN_TIMESTEPS + 1, dtype=torch.float64)[:-1]
+        self.sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)  # (1000,)
+        self.timesteps = self.sigmas * NUM_TRAIN_TIMESTEPS
+
+    def warp(self, step: int) -> float:
+        """Denoising step (e.g. 750) -> the model's timestep (e.g. 937.5 with shift 5); 0 stays 0."""
+        return 0.0 if step == 0 else float(self.timesteps[NUM_TRAIN_TIMESTEPS - step])
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """sigma of the nearest scheduler timestep, per element (t = 0 gives 0)."""
+        t = t.to(torch.float64)
+        idx = (self.timesteps.to(t.device)[None] - t.reshape(-1, 1)).abs().argmin(dim=1)
+        sig = self.sigmas.to(t.device)[idx].reshape(t.shape)
+        return torch.where(t == 0, torch.zeros_like(sig), sig)
+
+
+def frame_sigma(sigma: Tensor) -> Tensor:
+    """Per-frame sigma (B, F) -> broadcastable over (B, C, F, H, W)."""
+    return sigma[:, None, :, None, None]
+
+
+def predict_x0(x_t: Tensor, v: Tensor, sigma: Tensor) -> Tensor:
+    """x0 = x_t - sigma*v in float64 (as the checkpoints were trained), returned as float32."""
+    return (x_t.double() - frame_sigma(sigma) * v.double()).float()
+
+
+def renoise(x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
+    s = frame_sigma(sigma).float()
+    return (1 - s) * x0 + s * noise
+
+
+def advance_reference(cfg: StreamConfig, first_frame: int, ref_index: int) -> int:
+    """Running ahead: before the chunk starting at latent i, if i + c + k > n then n += s."""
+    if cfg.running_ahead and first_frame + cfg.span > ref_index:
+        return ref_index + cfg.ahead_step
+    return ref_index
+
+
+def anchor_position(cfg: StreamConfig, first_frame: int, ref_index: int) -> int | None:
+    """Temporal index of the anchor's first frame for a forward starting at first_frame.
+
+    knot: the reference at n. longlive / rolling_forcing: the frame sink, re-indexed to sit
+    just before the oldest visible window frame, so positions never grow with the stream.
+    """
+    if cfg.uses_reference_anchor:
+        return ref_index
+    if cfg.sink_len:
+        return max(first_frame - cfg.window_len, cfg.sink_len) - cfg.sink_len
+    return None

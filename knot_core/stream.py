@@ -1,0 +1,134 @@
+"""The streaming loop: Knot Forcing (arXiv 2512.21734) and the peers' strategies on one engine.
+
+generate() is an endless iterator; each step yields the committed latent frames of one chunk:
+  1. once: the reference frame's clean pass writes the anchor K/V (knot strategy);
+  2. running ahead: before the chunk at latent i, if i + c + k > n then n += s;
+  3. denoise c + k frames (the first k pinned to the previous chunk's knot prediction);
+  4. fuse the overlap, keep the last k predicted frames as the next knot (never output/cached);
+  5. clean pass over the c committed frames writes their K/V into the sliding window;
+  6. yield the c latents and a status record.
+rolling_forcing replaces 3-4 by one joint forward over a window of chunks at staggered levels.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .conditioning import chunk_known, model_input, reference_known
+from .config import LATENT_CHANNELS, StreamConfig
+from .dit import KnotDiT
+from .driving import encode_driving, slice_driving
+from .errors import InputError
+from .memory import CachedMemory
+from .noise import NoiseSource
+from .sampler import commit_chunk, denoise_chunk, rolling_step
+from .schedule import FlowSchedule, advance_reference, anchor_position
+from .state import StreamState
+
+
+@dataclass(frozen=True)
+class StreamInputs:
+    latent_size: tuple[int, int]  # (h, w) of one latent frame = video size / 8
+    reference: Tensor | None = None  # (B, 16, 1, h, w) normalised reference latent
+    text: Tensor | None = None  # (B, L, text_dim) umT5 embeddings
+    keep_mask: Tensor | None = None  # (h, w), 1 = keep the reference there (e.g. background)
+    signals: Sequence = ()  # driving signals: `name`, `latent_features(start, count)`
+    batch: int = 1
+
+
+@dataclass(frozen=True)
+class ChunkStatus:
+    chunk_index: int
+    first_frame: int  # latent index of the chunk's first committed frame
+    frames_so_far: int  # latent frames committed, this chunk included
+    ref_index: int  # the reference's temporal index n (knot strategy)
+    seconds: float  # wall time of this chunk
+
+
+@dataclass(frozen=True)
+class Chunk:
+    latents: Tensor  # (B, 16, c, h, w) committed latent frames
+    status: ChunkStatus
+
+
+def validate_inputs(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs) -> None:
+    """Every mismatch a user can cause, named before any work starts."""
+    dcfg = model.cfg
+    h, w = inputs.latent_size
+    dcfg.grid(h, w)  # raises with the valid multiple
+    ref = inputs.reference
+    if ref is not None and (ref.dim() != 5 or ref.shape[1] != LATENT_CHANNELS or tuple(ref.shape[3:]) != (h, w)):
+        raise InputError(f"reference latent has shape {tuple(ref.shape)}; expected (B, {LATENT_CHANNELS}, 1, {h}, {w})"
+                         " — encode the reference at the video resolution")
+    if ref is None and (cfg.uses_reference_anchor or dcfg.cond_layout == "noise_ref_mask"):
+        raise InputError("this stream anchors on a reference image but none was given; give a reference "
+                         "(or set anchor=False / use a strategy without a reference anchor)")
+    if inputs.text is not None and inputs.text.shape[-1] != dcfg.text_dim:
+        raise InputError(f"text embedding has width {inputs.text.shape[-1]}; this model expects {dcfg.text_dim} "
+                         "(umT5-XXL for Wan2.1)")
+    if inputs.keep_mask is not None and tuple(inputs.keep_mask.shape) != (h, w):
+        raise InputError(f"keep_mask has shape {tuple(inputs.keep_mask.shape)}; expected the latent grid ({h}, {w})")
+    names = {s.name for s in inputs.signals}
+    for name, adapter in model.driving.items():
+        if adapter.signal not in names:
+            raise InputError(f"this model's '{name}' adapter is driven by a {adapter.signal} signal, but the stream "
+                             f"got {sorted(names) or 'none'}; connect a {adapter.signal} signal")
+
+
+def start_stream(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, seed: int = 0,
+                 memory=None) -> StreamState:
+    validate_inputs(model, cfg, inputs)
+    if memory is None:
+        memory = CachedMemory(model, cfg, model.encode_text(inputs.text, inputs.batch), inputs.latent_size,
+                              inputs.batch)
+    return StreamState(memory=memory, noise=NoiseSource(seed), ref_index=cfg.ahead_init)
+
+
+@torch.no_grad()
+def generate(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, state: StreamState) -> Iterator[Chunk]:
+    sched, memory, ref = FlowSchedule(cfg.shift), state.memory, inputs.reference
+    device = model.patch_embedding.weight.device
+    ref = None if ref is None else ref.to(device=device, dtype=torch.float32)
+    if cfg.uses_reference_anchor and not state.anchored:
+        t0 = torch.zeros(inputs.batch, 1, dtype=torch.float64, device=device)
+        memory.anchor_reference(model_input(model.cfg, ref, reference_known(ref), ref), t0)  # 1
+        state.anchored = True
+    like = torch.zeros(inputs.batch, LATENT_CHANNELS, 1, *inputs.latent_size, device=device)
+    while True:
+        started, i, c = time.perf_counter(), state.next_frame, cfg.chunk_len
+        state.ref_index = advance_reference(cfg, i, state.ref_index)  # 2
+        anchor_at = anchor_position(cfg, i, state.ref_index)
+        if cfg.strategy == "rolling_forcing":
+            committed, known = _rolling(model, cfg, sched, inputs, state, ref, like, anchor_at)
+        else:
+            known = chunk_known(cfg, cfg.span, i, knot=state.knot, reference=ref, keep_mask=inputs.keep_mask,
+                                like=like)
+            driving = encode_driving(model.driving, inputs.signals, i, cfg.span, device)
+            x0 = denoise_chunk(memory, sched, cfg.steps, state.noise, known, ref, i, anchor_at, driving)  # 3
+            committed, state.knot = x0[:, :, :c], (x0[:, :, c:] if cfg.knot_len else None)  # 4
+        driving = encode_driving(model.driving, inputs.signals, i, c, device)
+        commit_chunk(memory, sched, cfg.context_noise, state.noise, committed, known.frames(0, c), ref, i,
+                     anchor_at, slice_driving(driving, 0, c))  # 5
+        state.next_frame, state.chunk_index = i + c, state.chunk_index + 1
+        status = ChunkStatus(state.chunk_index - 1, i, i + c, state.ref_index, time.perf_counter() - started)
+        yield Chunk(committed, status)  # 6
+
+
+def _rolling(model, cfg, sched, inputs, state, ref, like, anchor_at):
+    """Rolling forcing: add a fresh noise chunk, run joint forwards until the oldest is clean."""
+    i, c, device = state.next_frame, cfg.chunk_len, like.device
+    while True:
+        state.rolling.append(state.noise.draw((inputs.batch, LATENT_CHANNELS, c, *inputs.latent_size), device))
+        state.levels.append(0)
+        frames = c * len(state.rolling)
+        known = chunk_known(cfg, frames, i, knot=None, reference=ref, keep_mask=inputs.keep_mask, like=like)
+        driving = encode_driving(model.driving, inputs.signals, i, frames, device)
+        done = rolling_step(state.memory, sched, cfg.steps, state.noise, state.rolling, state.levels, known, ref,
+                            i, anchor_at, driving)
+        if done is not None:
+            return done, known
