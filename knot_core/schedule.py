@@ -50,9 +50,13 @@ def renoise(x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
 
 
 def advance_reference(cfg: StreamConfig, first_frame: int, ref_index: int) -> int:
-    """Running ahead: before the chunk starting at latent i, if i + c + k > n then n += s."""
-    if cfg.running_ahead and first_frame + cfg.span > ref_index:
-        return ref_index + cfg.ahead_step
+    """Running ahead: before the chunk starting at latent i, if i + c + k > n then n += s.
+
+    Repeated while needed, so a step s < c cannot let the rollout overtake the reference
+    (with the paper's s >= c it fires at most once, exactly the published rule).
+    """
+    while cfg.running_ahead and first_frame + cfg.span > ref_index:
+        ref_index += cfg.ahead_step
     return ref_index
 
 
