@@ -156,3 +156,16 @@ def test_resume_refuses_other_settings(tmp_path):
     fresh = start_stream(model, StreamConfig(chunk_len=4), inp)
     with pytest.raises(InputError, match="chunk_len"):
         fresh.load(tmp_path / "s.safetensors", StreamConfig(chunk_len=4))
+
+
+@pytest.mark.parametrize("layout", ["tiny", "tiny-noise-ref-mask", "tiny-noise-mask-latent"])
+def test_keep_mask_holds_the_reference_region_fixed(layout):
+    model, inp = tiny(layout), inputs()
+    keep = torch.zeros(8, 8)
+    keep[:, :3] = 1  # e.g. the background on the left
+    masked = StreamInputs(inp.latent_size, reference=inp.reference, keep_mask=keep)
+    out, _ = chunks(model, StreamConfig(), masked, 3)
+    video = torch.cat([c.latents for c in out], dim=2)  # (1, 16, 9, 8, 8)
+    ref = inp.reference.expand_as(video)
+    assert torch.equal(video[..., :3], ref[..., :3])
+    assert float((video[:, :, 1:, :, 3:] - ref[:, :, 1:, :, 3:]).abs().mean()) > 0.1

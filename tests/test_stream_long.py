@@ -1,0 +1,35 @@
+"""2,000 chunks: memory flat after warm-up, caches never reallocated, reference index bounded."""
+
+import itertools
+import os
+
+import torch
+
+from knot_core.config import PRESETS, StreamConfig
+from knot_core.dit import KnotDiT
+from knot_core.stream import StreamInputs, generate, start_stream
+
+
+def _rss_bytes() -> int:
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_two_thousand_chunks_flat_memory_bounded_positions():
+    torch.manual_seed(0)
+    model = KnotDiT(PRESETS["tiny-noise-ref-mask"]).eval()
+    cfg = StreamConfig(steps=(1000,))
+    inp = StreamInputs((4, 4), reference=torch.randn(1, 16, 1, 4, 4))
+    state = start_stream(model, cfg, inp, seed=0)
+    window_ptr = state.memory.window.k.data_ptr()
+    rss, gaps = {}, set()
+    for chunk in itertools.islice(generate(model, cfg, inp, state), 2000):
+        gaps.add(chunk.status.ref_index - chunk.status.first_frame)
+        if chunk.status.chunk_index in (199, 1999):
+            rss[chunk.status.chunk_index] = _rss_bytes()
+    assert chunk.status.first_frame == 1999 * 3
+    assert state.memory.window.k.data_ptr() == window_ptr
+    assert state.memory.window.valid == cfg.window_len + cfg.chunk_len
+    assert max(gaps) <= cfg.ahead_init + cfg.ahead_step and min(gaps) > 0
+    growth = rss[1999] - rss[199]
+    assert growth < 8 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB between chunk 200 and 2000"
