@@ -129,9 +129,9 @@ def _check_audio(audio: Any, sample_rate: int | None) -> np.ndarray | None:
 
 
 def _check_fps(fps: int | Fraction) -> Fraction:
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or float(fps) != float(fps):
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)):
         raise InputError(f"fps must be an int or Fraction, e.g. 16 or Fraction(30000, 1001); got {fps!r}")
-    if isinstance(fps, float) and not fps.is_integer():
+    if isinstance(fps, float) and not fps.is_integer():  # also refuses NaN and Inf
         raise InputError(f"fps {fps} is not exact; pass a Fraction, e.g. Fraction(30000, 1001) for 29.97")
     rate = Fraction(fps)
     if not 0 < rate <= 240:
@@ -400,7 +400,7 @@ class VideoWriter:
         try:
             while written < len(data):
                 written += os.write(self._fd, data[written:])
-        except OSError:
+        except BaseException:  # OSError (disk full) or an interrupt between two partial writes
             os.ftruncate(self._fd, self._bytes)  # drop the partial fragment: the file ends on a whole one
             raise
         self._bytes += len(data)
