@@ -1,0 +1,415 @@
+"""Streaming, crash-safe MP4 sink for chunk-by-chunk video generation (PyAV: H.264 + AAC, fragmented MP4).
+
+Frames arrive chunk by chunk and each `write()` appends exactly one self-contained MP4 fragment (moof+mdat)
+to the output file with a single `os.write`. The file is a valid fragmented MP4 (ISO/IEC 14496-12 movie
+fragments: ftyp, empty moov, then moof/mdat pairs) after every write, so a render that stops in any way,
+SIGKILL included, leaves a playable file holding every frame of every `write()` that returned.
+
+Why one short-lived muxer per chunk: FFmpeg's MP4 muxer only emits a fragment when a later packet arrives or
+when it is told to flush with `av_write_frame(ctx, NULL)`, which PyAV does not expose. So the encoders live
+for the whole render (one H.264 stream, one AAC stream, no restarts), and each chunk's packets go through a
+fresh in-memory MP4 muxer started with `frag_discont` (fragment times are the packets' absolute times) and
+`fragment_index` (sequence numbers continue). Its header boxes (ftyp, moov) are kept from the first chunk only;
+later chunks contribute their moof+mdat. libx264 runs with tune=zerolatency (no B-frames, no lookahead) so
+every frame given to `write()` comes out of the encoder inside that same call.
+
+Audio (AAC) is muxed progressively: each chunk carries the audio up to the video time reached so far, and
+`close()` trims or zero-pads it to exactly the video duration.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+import sys
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from .errors import InputError, KnotError
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")
+AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+# FFmpeg's native AAC encoder delays its output by one frame of priming samples (its initial_padding; PyAV
+# does not expose that field). Packets are shifted by this much and the input skips as many samples, so the
+# sample at index i of the input plays at time i / sample_rate, without relying on an edit list.
+AAC_PRIMING = 1024
+CONVERT_SLICE = 16  # frames converted to uint8 at a time, so a long float input never gets a full copy
+HEADER_BOXES = (b"ftyp", b"moov")
+MOVFLAGS = "frag_custom+empty_moov+default_base_moof+frag_discont+skip_trailer"
+
+
+class OutputError(KnotError):
+    """The output file could not be written (disk full, I/O error); the message says what the file holds."""
+
+
+def frames_from_decoder(x: Any) -> Any:
+    """VAE decoder output [1, 3, T, H, W] in [-1, 1] (torch) -> [T, H, W, 3] uint8 on the same device."""
+    if getattr(x, "ndim", None) != 5 or x.shape[0] != 1 or x.shape[1] != 3:
+        raise InputError(
+            f"frames_from_decoder expects a decoder output [1, 3, T, H, W]; got {tuple(getattr(x, 'shape', ()))}. "
+            "Decode one batch item at a time (x[i:i+1])."
+        )
+    pixels = ((x[0].clamp(-1.0, 1.0) + 1.0) * 127.5).round()  # (3, T, H, W) in [0, 255]
+    return pixels.permute(1, 2, 3, 0).to(dtype=_torch().uint8).contiguous()  # (T, H, W, 3)
+
+
+def _torch() -> Any:
+    import torch  # torch is the host's; only reached when a torch tensor was passed in
+
+    return torch
+
+
+def _is_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _check_frames(frames: Any) -> tuple[int, int, int]:
+    """Validate layout/dtype/finiteness of a chunk; return (T, H, W). Raises InputError, touches nothing."""
+    if not (_is_tensor(frames) or isinstance(frames, np.ndarray)):
+        raise InputError(f"frames must be a torch tensor or numpy array [T, H, W, 3]; got {type(frames).__name__}")
+    shape = tuple(frames.shape)
+    if len(shape) != 4 or shape[3] != 3:
+        raise InputError(
+            f"frames must be [T, H, W, 3] (ComfyUI IMAGE layout, RGB); got shape {shape}. "
+            "For a VAE decoder output [1, 3, T, H, W] use frames_from_decoder(x) first."
+        )
+    if _is_tensor(frames):
+        is_float, is_u8 = frames.is_floating_point(), frames.dtype == _torch().uint8
+    else:
+        is_float, is_u8 = np.issubdtype(frames.dtype, np.floating), frames.dtype == np.uint8
+    if not (is_float or is_u8):
+        raise InputError(f"frames must be float in [0, 1] or uint8; got dtype {frames.dtype}")
+    if is_float and shape[0] > 0:
+        finite = bool(frames.isfinite().all()) if _is_tensor(frames) else bool(np.isfinite(frames).all())
+        if not finite:
+            raise InputError("frames contain NaN or Inf; the generator diverged (check dtype/precision settings)")
+    return shape[0], shape[1], shape[2]
+
+
+def _to_uint8(frames: Any) -> np.ndarray:
+    """[t, H, W, 3] float 0..1 or uint8 (torch or numpy) -> contiguous numpy uint8 on the CPU."""
+    if _is_tensor(frames):
+        if frames.is_floating_point():  # convert on the device: 4x less data to copy to the host
+            frames = (frames.clamp(0.0, 1.0) * 255.0).round().to(_torch().uint8)
+        return np.ascontiguousarray(frames.detach().cpu().numpy())
+    if frames.dtype != np.uint8:
+        frames = np.rint(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.ascontiguousarray(frames)
+
+
+def _check_audio(audio: Any, sample_rate: int | None) -> np.ndarray | None:
+    if audio is None:
+        if sample_rate is not None:
+            raise InputError("sample_rate was given without audio; pass audio=[C, N] float too, or drop sample_rate")
+        return None
+    if sample_rate is None or int(sample_rate) not in AAC_SAMPLE_RATES:
+        raise InputError(
+            f"audio needs sample_rate in {AAC_SAMPLE_RATES} (AAC); got {sample_rate}. Resample the audio first "
+            "(16000, 44100 or 48000 are typical)."
+        )
+    array = audio.detach().float().cpu().numpy() if _is_tensor(audio) else np.asarray(audio)
+    if array.ndim != 2 or array.shape[0] not in (1, 2):
+        raise InputError(
+            f"audio must be [C, N] with C = 1 or 2 channels; got shape {array.shape}. "
+            "Use waveform[0] for a ComfyUI AUDIO [B, C, N]; downmix to stereo if it has more channels."
+        )
+    if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
+        raise InputError(f"audio must be finite float samples in [-1, 1]; got dtype {array.dtype} or NaN/Inf values")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _check_fps(fps: int | Fraction) -> Fraction:
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)):
+        raise InputError(f"fps must be an int or Fraction, e.g. 16 or Fraction(30000, 1001); got {fps!r}")
+    if isinstance(fps, float) and not fps.is_integer():  # also refuses NaN and Inf
+        raise InputError(f"fps {fps} is not exact; pass a Fraction, e.g. Fraction(30000, 1001) for 29.97")
+    rate = Fraction(fps)
+    if not 0 < rate <= 240:
+        raise InputError(f"fps must be in (0, 240]; got {fps}")
+    return rate
+
+
+def _check_path(path: str | Path, overwrite: bool) -> Path:
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise InputError(f"output {str(path)!r} must end in one of {VIDEO_SUFFIXES} (an MP4 is written)")
+    if path.is_dir():
+        raise InputError(f"output {str(path)!r} is a directory; give a file name such as {str(path / 'out.mp4')!r}")
+    if path.exists() and not overwrite:
+        raise InputError(f"output {str(path)!r} already exists; choose another name or pass overwrite=True")
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"output directory {str(parent)!r} does not exist; create it first (mkdir -p)")
+    try:  # a real probe: os.access is blind to read-only mounts and says yes to root everywhere
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"output directory {str(parent)!r} is not writable ({exc.strerror}); choose a writable directory"
+        ) from exc
+    return path
+
+
+def _split_boxes(data: bytes) -> list[tuple[bytes, bytes]]:
+    """Top-level ISO-BMFF boxes of a complete in-memory MP4 as (type, bytes); 32-bit sizes only (fragments)."""
+    boxes, offset = [], 0
+    while offset + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        assert size >= 8, f"unexpected box size {size} at {offset}"  # 64-bit sizes never occur per fragment
+        boxes.append((kind, data[offset : offset + size]))
+        offset += size
+    assert offset == len(data), f"trailing {len(data) - offset} bytes after the last box"
+    return boxes
+
+
+class _Encoders:
+    """The render-long H.264 (+ AAC) encoders, held by an MP4 container that is never muxed into."""
+
+    def __init__(self, codec: str, rate: Fraction, width: int, height: int, crf: int, preset: str, channels: int,
+                 sample_rate: int | None) -> None:
+        self._holder = av.open(io.BytesIO(), "w", format="mp4")  # gives the streams MP4 global headers
+        if codec == "libx264":
+            options = {"crf": str(crf), "preset": preset, "tune": "zerolatency"}
+        else:
+            options = {"b": "8M"}
+        self.video = self._holder.add_stream(codec, rate=rate, options=options)
+        self.video.width, self.video.height, self.video.pix_fmt = width, height, "yuv420p"
+        ctx = self.video.codec_context
+        ctx.gop_size = max(1, round(2 * rate))  # a keyframe every ~2 s keeps the file seekable
+        ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1  # BT.709, tagged so players decode it as such
+        ctx.color_range = 1  # limited ("MPEG") range
+        self.audio = None
+        if sample_rate is not None:
+            self.audio = self._holder.add_stream("aac", rate=sample_rate, layout="mono" if channels == 1 else "stereo")
+        self._holder.start_encoding()
+
+    def encode_video(self, frame: av.VideoFrame | None) -> list[av.Packet]:
+        packets = self.video.encode(frame)
+        for packet in packets:
+            packet.duration = 1  # one frame in the 1/fps time base; the muxer would otherwise guess
+        return packets
+
+    def encode_audio(self, samples: np.ndarray | None, pts: int) -> list[av.Packet]:
+        frame = None
+        if samples is not None:
+            layout = "mono" if samples.shape[0] == 1 else "stereo"
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
+            frame.sample_rate, frame.pts = self.audio.codec_context.sample_rate, pts
+        packets = self.audio.encode(frame)
+        for packet in packets:  # see AAC_PRIMING: start the priming packet at 0 instead of -1024
+            packet.pts += AAC_PRIMING
+            packet.dts += AAC_PRIMING
+        return packets
+
+    def fragment(self, index: int, video: list[av.Packet], audio: list[av.Packet]) -> bytes:
+        """Mux one chunk's packets into a standalone fMP4 and return its boxes (header boxes only at index 0)."""
+        buffer = io.BytesIO()
+        options = {"movflags": MOVFLAGS, "fragment_index": str(index + 1), "avoid_negative_ts": "disabled"}
+        with av.open(buffer, "w", format="mp4", options=options) as muxer:
+            targets = [(muxer.add_stream_from_template(self.video), video)]
+            if self.audio is not None:
+                targets.append((muxer.add_stream_from_template(self.audio), audio))
+            for stream, packets in targets:
+                for packet in packets:
+                    packet.stream = stream
+                    muxer.mux_one(packet)
+        boxes = _split_boxes(buffer.getvalue())
+        return b"".join(data for kind, data in boxes if index == 0 or kind not in HEADER_BOXES)
+
+    def close(self) -> None:
+        self._holder.close()
+
+
+class VideoWriter:
+    """Append-only MP4 sink: `write([T, H, W, 3])` per chunk, `close()` at the end (also from `finally`).
+
+    After every `write()` returns, the file at `path` is a playable MP4 holding exactly `frames_written`
+    frames, and audio up to within ~3 AAC frames of the video end. `close()` adds the audio tail, trimmed
+    or zero-padded to the video duration. The file is created on the first `write()`, after that chunk has
+    been validated, so a bad first chunk never replaces an existing file (even with overwrite=True).
+    """
+
+    def __init__(self, path: str | Path, fps: int | Fraction, *, audio: Any = None, sample_rate: int | None = None,
+                 crf: int = 18, preset: str = "medium", overwrite: bool = False, codec: str | None = None) -> None:
+        self._fps = _check_fps(fps)
+        if not 0 <= int(crf) <= 51:
+            raise InputError(f"crf must be in [0, 51] (lower = better, 18 is visually lossless); got {crf}")
+        self._audio = _check_audio(audio, sample_rate)
+        self._sample_rate = int(sample_rate) if self._audio is not None else None
+        self._path = _check_path(path, overwrite)
+        self._codec = codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4")
+        if self._codec not in ("libx264", "mpeg4"):
+            raise InputError(f"codec must be 'libx264' or 'mpeg4'; got {codec!r}")
+        if self._codec == "mpeg4" and codec is None:
+            logger.warning("libx264 is not in this PyAV build; writing MPEG-4 Part 2 video instead (larger files)")
+        self._crf, self._preset = int(crf), preset
+        self._size: tuple[int, int] | None = None  # (H, W), fixed by the first chunk
+        self._encoders: _Encoders | None = None
+        self._fd: int | None = None
+        self._bytes = 0  # file size at the last complete fragment
+        self._fragments = 0
+        self._frames = 0  # frames durable in the file
+        self._frames_encoded = 0
+        self._audio_fed = 0  # input samples given to the AAC encoder, counted from AAC_PRIMING
+        self._failed: str | None = None
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def fps(self) -> Fraction:
+        return self._fps
+
+    @property
+    def frames_written(self) -> int:
+        return self._frames
+
+    @property
+    def duration_s(self) -> float:
+        return float(self._frames / self._fps)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # keep the original error; the file already holds every written chunk
+            self.close()
+        except KnotError as close_exc:
+            logger.error("closing %s after an error also failed: %s", self._path, close_exc)
+
+    def write(self, frames: Any) -> None:
+        """Encode and append one chunk [T, H, W, 3] (float 0..1 or uint8); durable on disk when this returns."""
+        if self._closed:
+            raise InputError(f"VideoWriter for {str(self._path)!r} is closed; open a new writer to write more")
+        if self._failed is not None:
+            raise OutputError(self._failed)
+        count, height, width = _check_frames(frames)
+        self._check_size(height, width)
+        if count == 0:
+            return
+        self._ensure_open(height, width)
+        try:
+            video: list[av.Packet] = []
+            for start in range(0, count, CONVERT_SLICE):
+                for rgb in _to_uint8(frames[start : start + CONVERT_SLICE]):  # (H, W, 3) uint8
+                    video += self._encoders.encode_video(self._to_video_frame(rgb))
+            audio = self._audio_packets(final=False)
+            self._append(video, audio)
+        except OSError as exc:
+            raise self._fail(exc) from exc
+        except BaseException:
+            self._failed = (f"an earlier write() was interrupted mid-chunk; {str(self._path)!r} holds the first "
+                            f"{self._frames} frames and is playable. Start a new writer to continue.")
+            raise
+
+    def close(self) -> None:
+        """Flush the encoders, write the audio tail (exact video duration) and close the file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._encoders is None:
+            logger.warning("VideoWriter closed with no frames written; %s was not created", self._path)
+            return
+        try:
+            if self._failed is None:
+                video = self._encoders.encode_video(None)
+                self._append(video, self._audio_packets(final=True))
+        except OSError as exc:
+            raise self._fail(exc) from exc
+        finally:
+            os.close(self._fd)
+            self._encoders.close()
+        logger.info("wrote %s: %d frames, %.2f s", self._path, self._frames, self.duration_s)
+
+    def _check_size(self, height: int, width: int) -> None:
+        if self._size is not None and (height, width) != self._size:
+            raise InputError(
+                f"chunk size {width}x{height} differs from the first chunk's {self._size[1]}x{self._size[0]}; "
+                "all chunks of one video must have the same size"
+            )
+        if height % 2 or width % 2:
+            raise InputError(
+                f"frame size {width}x{height} (WxH) has an odd side; H.264 yuv420p needs even width and height. "
+                f"Crop or pad to {width - width % 2}x{height - height % 2} (model sizes are multiples of 16)."
+            )
+
+    def _ensure_open(self, height: int, width: int) -> None:
+        if self._encoders is not None:
+            return
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+        try:
+            self._fd = os.open(self._path, flags, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot create {str(self._path)!r} ({exc.strerror}); choose a writable path") from exc
+        channels = self._audio.shape[0] if self._audio is not None else 0
+        self._encoders = _Encoders(self._codec, self._fps, width, height, self._crf, self._preset, channels,
+                                   self._sample_rate)
+        self._size = (height, width)
+        logger.info("writing %s: %dx%d @ %s fps, %s%s", self._path, width, height, self._fps, self._codec,
+                    " + AAC" if self._audio is not None else "")
+
+    def _to_video_frame(self, rgb: np.ndarray) -> av.VideoFrame:
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709")  # matches the BT.709 stream tags
+        frame.pts = self._frames_encoded
+        self._frames_encoded += 1
+        return frame
+
+    def _audio_packets(self, final: bool) -> list[av.Packet]:
+        """Encode audio up to the current video time (whole AAC frames), or to exactly its end when final."""
+        if self._audio is None:
+            return []
+        frame_size = self._encoders.audio.codec_context.frame_size
+        video_samples = int(self._frames_encoded * self._sample_rate / self._fps)  # floor, exact arithmetic
+        target = video_samples - AAC_PRIMING  # the priming packet already covers the first AAC_PRIMING samples
+        packets: list[av.Packet] = []
+        while self._audio_fed + (1 if final else frame_size) <= target:
+            count = min(frame_size, target - self._audio_fed)
+            packets += self._encoders.encode_audio(self._audio_slice(self._audio_fed, count), self._audio_fed)
+            self._audio_fed += count
+        if final:
+            packets += self._encoders.encode_audio(None, 0)
+        return packets
+
+    def _audio_slice(self, start: int, count: int) -> np.ndarray:
+        """Input samples [start, start + count) after the priming offset, zero-padded past the end."""
+        out = np.zeros((self._audio.shape[0], count), np.float32)  # (C, count)
+        begin = start + AAC_PRIMING
+        available = self._audio[:, begin : begin + count]
+        out[:, : available.shape[1]] = available
+        return out
+
+    def _append(self, video: list[av.Packet], audio: list[av.Packet]) -> None:
+        data = self._encoders.fragment(self._fragments, video, audio)
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except BaseException:  # OSError (disk full) or an interrupt between two partial writes
+            os.ftruncate(self._fd, self._bytes)  # drop the partial fragment: the file ends on a whole one
+            raise
+        self._bytes += len(data)
+        self._fragments += 1
+        self._frames += len(video)
+
+    def _fail(self, exc: OSError) -> OutputError:
+        self._failed = (
+            f"writing {str(self._path)!r} failed ({exc.strerror or exc}); the file holds the first {self._frames} "
+            f"frames ({self.duration_s:.2f} s) and is playable. Free disk space or choose another location."
+        )
+        return OutputError(self._failed)
