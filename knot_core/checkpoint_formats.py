@@ -242,6 +242,21 @@ def _lora_only(shapes: Shapes, sections: set[str], keys: Sequence[str]) -> Forma
                       lora=_lora_info(body, "section" if section else "file", None), keys=len(keys))
 
 
+def map_keys(shapes: Shapes, fmt: FormatInfo) -> dict[str, str]:
+    """File key -> model key for the weights of a detected foreign format: keys of its section under its
+    prefix, LoRA pairs left out (they are merged, not loaded). Keys outside the prefix belong to other
+    models packed in the same file (ComfyUI all-in-one) and are left out too."""
+    head = fmt.section + "." if fmt.section else ""
+    mapping = {}
+    for key in shapes:
+        if not key.startswith(head):
+            continue
+        stripped = _strip_wrappers(key[len(head):])
+        if stripped.startswith(fmt.prefix) and not LORA_KEY.match(stripped):
+            mapping[key] = canonical_key(stripped, fmt.prefix)
+    return mapping
+
+
 def _block_count(keys: Sequence[str]) -> int:
     found = {int(m.group(1)) for k in keys if (m := re.match(r"blocks\.(\d+)\.", k))}
     if not found or found != set(range(max(found) + 1)):

@@ -26,11 +26,11 @@ from torch import Tensor
 from .checkpoint_formats import (
     LORA_SECTION,
     FormatInfo,
-    canonical_key,
     describe_keys,
     detect_format,
     infer_config,
     lora_pairs,
+    map_keys,
     section_keys,
 )
 from .config import DiTConfig
@@ -179,14 +179,10 @@ def _lora_keys(file: CheckpointFile, section: str) -> dict[str, str]:
 
 def _foreign_plan(file: CheckpointFile, fmt: FormatInfo, *, num_heads: int | None,
                   text_len: int | None) -> tuple[DiTConfig, dict[str, str], list[AdapterRecord], dict[str, str]]:
-    stripped = _stripped(file, fmt.section)
-    lora = {k for sides in lora_pairs(list(stripped)).values() for k in sides.values()}
-    outside = [k for k in stripped if not k.startswith(fmt.prefix) and k not in lora]
-    if outside:
-        log.info("ignoring %d tensors outside %r (other models in the file), e.g. %s", len(outside), fmt.prefix,
-                 outside[0])
-    mapping = {stripped[k]: canonical_key(k, fmt.prefix) for k in stripped
-               if k not in lora and k.startswith(fmt.prefix)}
+    mapping = map_keys(file.shapes, fmt)
+    skipped = len(file.shapes) - len(mapping) - len(_lora_keys(file, fmt.section))
+    if skipped and fmt.prefix:
+        log.info("ignoring %d tensors outside %r (other models or training state in the file)", skipped, fmt.prefix)
     shapes = {m: file.shapes[k] for k, m in mapping.items()}
     config = infer_config({k: s for k, s in shapes.items() if not k.startswith("driving.")},
                           num_heads=num_heads, text_len=text_len)
