@@ -215,6 +215,8 @@ def plan_load(path: str | Path, *, num_heads: int | None = None, text_len: int |
     name, description, source = fmt.name, fmt.description, {}
     if fmt.name == "knot":
         config, adapters, sampler, source = parse_metadata(fmt.knot_metadata)
+        if source.get("format"):
+            description += f", converted from {source['format']}"
         attached = {f"driving.{a.name}." for a in adapters if adapter_spec(a.type) is not None}
         adapters = tuple(a if f"driving.{a.name}." in attached else replace(a, attached=False) for a in adapters)
         unattached = {k: k for k in file.shapes if k.startswith("driving.") and

@@ -15,6 +15,10 @@ def _yes_no(value: bool | None) -> str:
     return "unknown" if value is None else "yes" if value else "no"
 
 
+def _scaled(count: int) -> str:
+    return f"{count / 1e9:.2f} B" if count >= 1e9 else f"{count / 1e6:.2f} M"
+
+
 def summary_lines(info: ModelInfo) -> list[tuple[str, str]]:
     """(label, text) rows describing the model."""
     cfg, s = info.config, info.sampler.stream
@@ -36,7 +40,7 @@ def summary_lines(info: ModelInfo) -> list[tuple[str, str]]:
         ("text", f"umT5 [{cfg.text_len}, {cfg.text_dim}] (zeros when no embedding is given)"),
         ("driving", adapters),
         ("lora", lora),
-        ("parameters", f"{info.param_count:,} ({info.param_count / 1e9:.3f} B)"),
+        ("parameters", f"{info.param_count:,} ({_scaled(info.param_count)})"),
         ("dtype", str(info.dtype).removeprefix("torch.")),
         ("sampler", sampler),
     ]
