@@ -304,7 +304,10 @@ def load_dit(path: str | Path, *, dtype: torch.dtype | str = torch.bfloat16, dev
     in_dim is rejected. Returns (model, info); info carries format, config, adapters, LoRA state
     and the recommended sampler settings.
     """
-    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise CheckpointError(f"dtype={dtype!r}; choose one of {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
     plan = plan_load(path, num_heads=num_heads, text_len=text_len, lora=lora, lora_alpha=lora_alpha,
                      cond_layout=cond_layout)
     model = _build(plan.info)
