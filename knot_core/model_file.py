@@ -1,0 +1,224 @@
+"""Our model file: safetensors + one `knot_forcing` JSON metadata entry, and what a load reports.
+
+The metadata holds everything needed to rebuild the model without guessing: the DiTConfig
+fields (architecture and conditioning-channel layout), the driving adapters (type + config,
+rebuilt through the adapter registry below), and the recommended sampler settings
+(a StreamConfig, fps, resolution). Tensor names are Wan2.1's (`KnotDiT` keys), adapters
+under `driving.<name>.`. The writer streams one tensor at a time, so converting never holds
+a second full copy of the weights in host memory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint_formats import KNOT_METADATA_KEY
+from .config import DiTConfig, StreamConfig
+from .errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+                      torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+                      torch.uint8: "U8", torch.bool: "BOOL"}
+# Adapter modules that register themselves on import; looked up lazily so knot_core loads without them.
+KNOWN_ADAPTER_MODULES = {"avatar_audio": "knot_core.adapters.avatar_audio"}
+
+
+@dataclass(frozen=True)
+class SamplerDefaults:
+    """Recommended sampling settings of a model: the chunk loop, output fps, and (height, width) in pixels."""
+
+    stream: StreamConfig
+    fps: int = 16
+    resolution: tuple[int, int] = (480, 832)
+
+    def to_json(self) -> dict:
+        return {**asdict(self.stream), "steps": list(self.stream.steps), "fps": self.fps,
+                "resolution": list(self.resolution)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SamplerDefaults:
+        names = {f.name for f in fields(StreamConfig)}
+        stream = {k: (tuple(v) if k == "steps" else v) for k, v in data.items() if k in names}
+        return cls(StreamConfig(**stream), int(data.get("fps", 16)), tuple(data.get("resolution", (480, 832))))
+
+
+# Recommendations per source format (FIELD_NOTES §1-3): Knot Forcing's c=3 + k=1 for the 33-channel
+# inpainting DiT (AvatarForcing trains 4-frame blocks = c + k, its steps/shift, 25 fps); each peer's own
+# strategy for the T2V students.
+FORMAT_SAMPLERS: dict[str, SamplerDefaults] = {
+    "avatarforcing": SamplerDefaults(StreamConfig(chunk_len=3, knot_len=1, steps=(1000, 800, 400, 200)), fps=25),
+    "longlive": SamplerDefaults(StreamConfig.for_strategy("longlive")),
+    "forcing_pt": SamplerDefaults(StreamConfig.for_strategy("self_forcing")),
+    "comfyui": SamplerDefaults(StreamConfig.for_strategy("self_forcing")),
+    "wan": SamplerDefaults(StreamConfig()),
+}
+
+
+@dataclass(frozen=True)
+class AdapterRecord:
+    """A driving adapter of a model: its slot in `model.driving`, registered type and config."""
+
+    name: str
+    type: str
+    config: dict
+    attached: bool = True  # False: its class is not registered; weights kept in ModelInfo.unattached
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What `load_dit` loaded: format, architecture, adapters, LoRA state and sampler defaults."""
+
+    format: str
+    description: str
+    config: DiTConfig
+    sampler: SamplerDefaults
+    adapters: tuple[AdapterRecord, ...] = ()
+    lora_merged: bool = False
+    lora_scale: float | None = None
+    causal: bool | None = None
+    dtype: torch.dtype = torch.float32
+    param_count: int = 0
+    path: str = ""
+    unattached: Mapping[str, Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def expects_text(self) -> bool:
+        """Every Wan2.1 DiT is text-conditioned (umT5); without text it runs on zero embeddings."""
+        return True
+
+    def stream_config(self, **overrides) -> StreamConfig:
+        return self.sampler.stream.replace(**overrides) if overrides else self.sampler.stream
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """How to rebuild one adapter type: from a saved config, from a foreign file's shapes, and back."""
+
+    type: str
+    build: Callable[[Mapping[str, Any], DiTConfig], nn.Module]
+    config_from_shapes: Callable[[Mapping[str, Sequence[int]], DiTConfig], dict]
+    config_of: Callable[[nn.Module], dict]
+
+
+ADAPTER_REGISTRY: dict[str, AdapterSpec] = {}
+
+
+def register_adapter(spec: AdapterSpec, *, replace: bool = False) -> None:
+    """Called by adapter modules at import: `register_adapter(AdapterSpec("avatar_audio", ...))`."""
+    if spec.type in ADAPTER_REGISTRY and not replace:
+        raise ValueError(f"adapter type {spec.type!r} is already registered; pass replace=True to override")
+    ADAPTER_REGISTRY[spec.type] = spec
+
+
+def adapter_spec(type_name: str) -> AdapterSpec | None:
+    """The registered spec of an adapter type, importing its known module on first use; None if unavailable."""
+    if type_name not in ADAPTER_REGISTRY and type_name in KNOWN_ADAPTER_MODULES:
+        try:
+            importlib.import_module(KNOWN_ADAPTER_MODULES[type_name])
+        except ImportError as err:
+            log.debug("adapter module for %s not importable: %s", type_name, err)
+    return ADAPTER_REGISTRY.get(type_name)
+
+
+def metadata_json(config: DiTConfig, adapters: Sequence[AdapterRecord], sampler: SamplerDefaults,
+                  source: Mapping[str, Any]) -> str:
+    arch = {**asdict(config), "patch_size": list(config.patch_size)}
+    return json.dumps({
+        "format_version": FORMAT_VERSION, "architecture": arch, "cond_layout": config.cond_layout,
+        "in_dim": config.in_dim, "sampler": sampler.to_json(), "source": dict(source),
+        "driving": [{"name": a.name, "type": a.type, "config": a.config} for a in adapters],
+    }, sort_keys=True)
+
+
+def parse_metadata(meta: Mapping[str, Any]) -> tuple[DiTConfig, tuple[AdapterRecord, ...], SamplerDefaults, dict]:
+    """(config, adapters, sampler, source) from a parsed knot_forcing metadata entry."""
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"knot_forcing format_version={version}; this version reads {FORMAT_VERSION}. "
+                              "Update ComfyUI-KnotForcing or convert the original checkpoint again")
+    try:
+        arch = dict(meta["architecture"])
+        arch["patch_size"] = tuple(arch["patch_size"])
+        config = DiTConfig(**{f.name: arch[f.name] for f in fields(DiTConfig) if f.name in arch})
+        adapters = tuple(AdapterRecord(a["name"], a["type"], dict(a.get("config", {}))) for a in meta["driving"])
+        sampler = SamplerDefaults.from_json(meta["sampler"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"knot_forcing metadata is incomplete or invalid ({type(err).__name__}: {err}); "
+                              "convert the original checkpoint again") from err
+    return config, adapters, sampler, dict(meta.get("source", {}))
+
+
+def write_safetensors(path: str | Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str],
+                      dtype: torch.dtype | None = None) -> None:
+    """Write a safetensors file one tensor at a time (floating tensors cast to dtype on the way),
+    through a temporary file renamed at the end so a crash never leaves a truncated model."""
+    def target(t: Tensor) -> torch.dtype:
+        return dtype if dtype is not None and t.is_floating_point() else t.dtype
+
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
+    offset = 0
+    for name, t in tensors.items():
+        dt = target(t)
+        if dt not in SAFETENSORS_DTYPES:
+            raise CheckpointError(f"tensor {name} has dtype {dt}, which safetensors cannot store")
+        size = t.numel() * torch.empty((), dtype=dt).element_size()
+        header[name] = {"dtype": SAFETENSORS_DTYPES[dt], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # tensor data starts 8-byte aligned
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for t in tensors.values():
+            data = t.detach().to(device="cpu", dtype=target(t)).contiguous().reshape(-1)  # (numel,)
+            f.write(memoryview(data.view(torch.uint8).numpy()))
+    os.replace(tmp, path)
+
+
+def adapter_records(model: nn.Module, info: ModelInfo | None) -> list[AdapterRecord]:
+    """Records for the adapters attached to model.driving (from info when it has them) and unattached ones."""
+    known = {a.name: a for a in info.adapters} if info is not None else {}
+    records = []
+    for name, module in model.driving.items():
+        if name in known:
+            records.append(known[name])
+            continue
+        type_name = getattr(module, "adapter_type", None)
+        spec = adapter_spec(type_name) if type_name else None
+        if spec is None:
+            raise CheckpointError(f"driving adapter {name!r} ({type(module).__name__}) has no registered type, so "
+                                  "it cannot be saved; give the class an `adapter_type` and call register_adapter")
+        records.append(AdapterRecord(name, type_name, spec.config_of(module)))
+    records += [a for a in known.values() if not a.attached]
+    return records
+
+
+def save_knot_model(model: nn.Module, path: str | Path, info: ModelInfo | None = None, *,
+                    dtype: torch.dtype | None = None, sampler: SamplerDefaults | None = None) -> None:
+    """Write model (a KnotDiT, adapters included) in our format; info supplies the sampler defaults,
+    the source description and any adapter weights whose class is not registered."""
+    cfg: DiTConfig = model.cfg
+    sampler = sampler or (info.sampler if info is not None else SamplerDefaults(StreamConfig()))
+    source = {"format": info.format, "lora_merged": info.lora_merged, "lora_scale": info.lora_scale} if info else {}
+    tensors = dict(model.state_dict())
+    if info is not None:
+        tensors.update(info.unattached)
+    meta = metadata_json(cfg, adapter_records(model, info), sampler, source)
+    write_safetensors(path, tensors, {KNOT_METADATA_KEY: meta}, dtype=dtype)
+    log.info("wrote %s (%d tensors)", path, len(tensors))
