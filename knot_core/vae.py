@@ -10,19 +10,23 @@ Semantics follow the original exactly:
   every later latent 4 (1 + 4(T-1) in all). Here the layers' typed state makes any grouping give the same
   frames, so `StreamingDecoder` decodes chunk by chunk with memory flat in the stream's length.
 - latents are normalised per channel (Wan21): z = (μ − mean) / std; decode un-normalises first.
-Loading lives in `vae_loading.py`.
+`load_vae` reads either file (or a state dict, e.g. ComfyUI's VAE weights) strictly, under any key prefix.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from .config import LATENT_CHANNELS
-from .errors import ConfigError, InputError
+from .errors import CheckpointError, ConfigError, InputError
 from .vae_layers import CausalConv3d, CoderState, Decoder3d, Encoder3d
 
 logger = logging.getLogger(__name__)
@@ -234,3 +238,135 @@ def encode_image(vae: WanVAE, image: Tensor) -> Tensor:
         raise InputError(f"image shape {tuple(image.shape)}; expected [B, 3, H, W] or [B, 3, 1, H, W] "
                          "(use prepare_reference for ComfyUI IMAGE [B, H, W, 3])")
     return vae.encode(image)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+VAE_FILE_HINT = ("the VAE is wan_2.1_vae.safetensors (ComfyUI models/vae) or Wan2.1_VAE.pth from the Wan2.1 release: "
+                 f"194 tensors with keys like '{DETECT_KEY}'")
+
+# Key fragments of files users mistake for the VAE, and what they are.
+_FOREIGN_FILES: tuple[tuple[str, str], ...] = (
+    ("self_attn.q.weight", "a Wan DiT (diffusion model) file"),
+    ("patch_embedding.weight", "a Wan DiT (diffusion model) file"),
+    ("generator", "a Self Forcing / CausVid-style training checkpoint (DiT weights under 'generator')"),
+    ("SelfAttention.q.weight", "a umT5 text encoder file"),
+    ("feature_projection", "a wav2vec2 audio encoder file"),
+    ("vision_model", "a CLIP vision encoder file"),
+)
+
+
+class _SafetensorsView(Mapping):
+    """Read-only mapping over an open safetensors file; tensors are read one at a time from the mmap."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+        self._keys = list(handle.keys())
+        self._key_set = set(self._keys)
+
+    def __contains__(self, key: object) -> bool:  # without reading the tensor
+        return key in self._key_set
+
+    def __getitem__(self, key: str) -> Tensor:
+        if key not in self._key_set:
+            raise KeyError(key)
+        return self._handle.get_tensor(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+@contextmanager
+def _open_tensors(source: str | os.PathLike | Mapping[str, Tensor]) -> Iterator[tuple[str, Mapping[str, Tensor]]]:
+    if isinstance(source, Mapping):
+        yield "state dict", source
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise CheckpointError(f"VAE file not found: {path}; {VAE_FILE_HINT}")
+    if path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except (RuntimeError, OSError, EOFError, ValueError) as e:
+            raise CheckpointError(f"{path.name}: cannot be read as a torch checkpoint ({e}); it may be truncated "
+                                  f"or corrupt, download it again. {VAE_FILE_HINT}") from e
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{path.name}: holds a {type(state).__name__}, not a state dict; {VAE_FILE_HINT}")
+        yield path.name, state
+        return
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except SafetensorError as e:
+        raise CheckpointError(f"{path.name}: not a readable safetensors file ({e}); it is probably truncated or "
+                              f"corrupt (an interrupted download), download it again. {VAE_FILE_HINT}") from e
+    with handle:
+        yield path.name, _SafetensorsView(handle)
+
+
+def _vae_prefix(name: str, keys: list[str]) -> str:
+    prefixes = sorted({k[:-len(DETECT_KEY)] for k in keys if k.endswith(DETECT_KEY)})
+    if len(prefixes) == 1:
+        return prefixes[0]
+    if len(prefixes) > 1:
+        raise CheckpointError(f"{name}: holds several VAEs under the prefixes {prefixes}; "
+                              "pass the state dict of one of them")
+    for fragment, what in _FOREIGN_FILES:
+        if any(fragment in k for k in keys):
+            raise CheckpointError(f"{name}: this looks like {what}, not a VAE; {VAE_FILE_HINT}")
+    raise CheckpointError(f"{name}: not a Wan2.1 VAE: '{DETECT_KEY}' is not among its {len(keys)} tensors "
+                          f"(first keys: {keys[:3]}); {VAE_FILE_HINT}")
+
+
+def _config_from(name: str, tensors: Mapping[str, Tensor], prefix: str) -> VAEConfig:
+    conv2 = tensors.get(prefix + "conv2.weight")
+    if conv2 is not None and conv2.shape[0] != LATENT_CHANNELS:
+        raise CheckpointError(f"{name}: a VAE with {conv2.shape[0]} latent channels (the Wan2.2 VAE has 48); "
+                              f"Knot Forcing runs on the Wan2.1 latent space ({LATENT_CHANNELS}); {VAE_FILE_HINT}")
+    conv_in = tensors.get(prefix + "encoder.conv1.weight")
+    return VAEConfig(dim=conv_in.shape[0]) if conv_in is not None and conv_in.ndim == 5 else VAEConfig()
+
+
+def _check_keys(name: str, expected: Mapping[str, Tensor], tensors: Mapping[str, Tensor], prefix: str) -> None:
+    given = [k[len(prefix):] for k in tensors if k.startswith(prefix)]
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{name}: Wan2.1 VAE keys do not match (under prefix {prefix!r}): "
+                              f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}; "
+                              f"{VAE_FILE_HINT}")
+    for key, ref in expected.items():
+        shape = tuple(tensors[prefix + key].shape)
+        if shape != tuple(ref.shape):
+            raise CheckpointError(f"{name}: tensor {prefix + key} has shape {shape}; the Wan2.1 VAE needs "
+                                  f"{tuple(ref.shape)}; {VAE_FILE_HINT}")
+
+
+def load_vae(source: str | os.PathLike | Mapping[str, Tensor], *, dtype: torch.dtype = torch.float32,
+             device: str | torch.device = "cpu") -> WanVAE:
+    """Load a Wan2.1 VAE strictly from a .safetensors/.pth file or a state dict (any key prefix).
+
+    The base width is read from the weights (96 in the released file; smaller in test files). Tensors are
+    read one at a time from the memory-mapped file and cast straight to `dtype` on `device`, so only one
+    copy of the weights is ever held; tensors of a state dict already in that dtype/device are shared.
+    """
+    if not dtype.is_floating_point:
+        raise ConfigError(f"dtype={dtype}; the VAE needs a floating-point dtype (float32, bfloat16, float16)")
+    with _open_tensors(source) as (name, tensors):
+        keys = list(tensors)
+        prefix = _vae_prefix(name, keys)
+        config = _config_from(name, tensors, prefix)
+        with torch.device("meta"):
+            vae = WanVAE(config)
+        expected = vae.state_dict()
+        _check_keys(name, expected, tensors, prefix)
+        state = {k: tensors[prefix + k].to(device=device, dtype=dtype) for k in expected}
+    vae.load_state_dict(state, strict=True, assign=True)
+    ignored = len(keys) - len(expected)
+    logger.info("loaded Wan VAE from %s (dim %d, prefix %r, %d other tensors ignored)", name, config.dim, prefix,
+                ignored)
+    return vae.eval().requires_grad_(False)
