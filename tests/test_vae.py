@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
-from knot_core.errors import ConfigError, InputError
+from knot_core.errors import CheckpointError, ConfigError, InputError
 from knot_core.vae import (
     DETECT_KEY,
     LATENT_MEAN,
@@ -16,6 +17,7 @@ from knot_core.vae import (
     WanVAE,
     denormalize_latent,
     encode_image,
+    load_vae,
     normalize_latent,
 )
 from knot_core.vae_layers import AttentionBlock, CausalConv3d, Resample, ResidualBlock
@@ -258,3 +260,72 @@ def test_latent_normalisation():
     assert torch.allclose(normalize_latent(mean + 2 * std), torch.full((1, 16, 1, 1, 1), 2.0), atol=1e-6)
     x = torch.randn(2, 16, 3, 4, 4)
     assert torch.allclose(denormalize_latent(normalize_latent(x)), x, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+def _assert_same_weights(loaded: WanVAE, ref: WanVAE, dtype: torch.dtype = torch.float32) -> None:
+    got, want = loaded.state_dict(), ref.state_dict()
+    assert got.keys() == want.keys() and len(got) == 194
+    assert all(torch.equal(got[k], want[k].to(dtype)) for k in want)
+    assert all(v.dtype == dtype and v.device.type == "cpu" for v in got.values())
+
+
+@pytest.mark.parametrize("prefix", ["", "vae.", "first_stage_model."])
+def test_load_safetensors_with_or_without_prefix(vae, tmp_path, prefix):
+    path = tmp_path / "wan_2.1_vae.safetensors"
+    tensors = {prefix + k: v.contiguous() for k, v in vae.state_dict().items()}
+    if prefix:  # a combined file: the other model's tensors are left alone
+        tensors["model.diffusion_model.blocks.0.self_attn.q.weight"] = torch.zeros(2, 2)
+    save_file(tensors, str(path))
+    loaded = load_vae(path)
+    assert loaded.config == VAEConfig.tiny() and not loaded.training
+    _assert_same_weights(loaded, vae)
+    z = _latent(2)
+    assert torch.equal(loaded.decode(z), vae.decode(z))
+
+
+def test_load_casts_dtype_and_reads_pth_and_state_dicts(vae, tmp_path):
+    path = tmp_path / "Wan2.1_VAE.pth"
+    torch.save(vae.state_dict(), path)
+    _assert_same_weights(load_vae(path, dtype=torch.bfloat16), vae, torch.bfloat16)
+    sd = vae.state_dict()
+    shared = load_vae(sd)  # e.g. the weights of a VAE ComfyUI already loaded: no copy when dtype/device match
+    assert shared.conv2.weight.data_ptr() == sd["conv2.weight"].data_ptr()
+    with pytest.raises(ConfigError, match="floating-point"):
+        load_vae(sd, dtype=torch.int8)
+
+
+def test_load_errors_say_what_the_file_is(vae, tmp_path):
+    dit = {"blocks.0.self_attn.q.weight": torch.zeros(4, 4), "patch_embedding.weight": torch.zeros(4, 16, 1, 2, 2)}
+    save_file(dit, str(tmp_path / "dit.safetensors"))
+    with pytest.raises(CheckpointError, match=r"dit.safetensors: this looks like a Wan DiT \(diffusion model\) "
+                                              r"file, not a VAE; the VAE is wan_2.1_vae.safetensors"):
+        load_vae(tmp_path / "dit.safetensors")
+    with pytest.raises(CheckpointError, match=r"'decoder.middle.0.residual.0.gamma' is not among its 1 tensors"):
+        load_vae({"foo.weight": torch.zeros(1)})
+    sd = vae.state_dict()
+    with pytest.raises(CheckpointError, match=r"1 missing \['decoder.head.2.bias'\], 0 unexpected"):
+        load_vae({k: v for k, v in sd.items() if k != "decoder.head.2.bias"})
+    with pytest.raises(CheckpointError, match=r"1 unexpected \['decoder.extra'\]"):
+        load_vae({**sd, "decoder.extra": torch.zeros(1)})
+    with pytest.raises(CheckpointError, match=r"decoder.head.2.bias has shape \(4,\); the Wan2.1 VAE needs \(3,\)"):
+        load_vae({**sd, "decoder.head.2.bias": torch.zeros(4)})
+    with pytest.raises(CheckpointError, match="48 latent channels"):
+        load_vae({**sd, "conv2.weight": torch.zeros(48, 48, 1, 1, 1)})
+    with pytest.raises(CheckpointError, match="not found"):
+        load_vae(tmp_path / "missing.safetensors")
+
+
+def test_load_truncated_file_is_a_clear_error(vae, tmp_path):
+    path = tmp_path / "wan_2.1_vae.safetensors"
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="probably truncated or corrupt.*download it again"):
+        load_vae(path)
+    pth = tmp_path / "vae.pth"
+    torch.save(vae.state_dict(), pth)
+    pth.write_bytes(pth.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="may be truncated or corrupt"):
+        load_vae(pth)
