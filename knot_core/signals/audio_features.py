@@ -174,9 +174,7 @@ class Wav2Vec2Features:
             total = h.sum(1) if total is None else total + h.sum(1)
             sq = (h * h).sum(1) if sq is None else sq + (h * h).sum(1)
             count += h.shape[1]
-        if count == 0:
-            raise InputError(f"audio of {wave.numel()} samples is shorter than one wav2vec2 frame "
-                             f"({self.geometry.field} samples); give at least {self.geometry.field / 16000:.3f} s")
+        assert count > 0, "callers check the clip holds at least one wav2vec2 frame"
         mean = total / count
         return mean.float(), (sq / count - mean * mean).clamp(min=0).float()
 
@@ -254,6 +252,10 @@ class AudioSignal(DrivingSignal):
         if window_frames < FRAMES_PER_LATENT or context_frames < 0:
             raise InputError(f"audio signal: window_frames={window_frames}, context_frames={context_frames}; "
                              f"need window_frames >= {FRAMES_PER_LATENT} and context_frames >= 0")
+        if features.conv_length(wave_16k.numel()) < 1:
+            raise InputError(f"audio of {wave_16k.numel()} samples is shorter than one wav2vec2 frame "
+                             f"({features.geometry.field} samples = {features.geometry.field / 16:.0f} ms); "
+                             "give a longer clip")
         frames = math.ceil(wave_16k.numel() * fps / TARGET_SAMPLE_RATE)
         super().__init__(fps, frames, end_policy)
         self.wave = normalise_waveform(wave_16k)  # [N]
