@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +42,10 @@ def _check_waveform(waveform: Tensor, what: str) -> Tensor:
     return waveform
 
 
-def load_audio(path: str | Path) -> tuple[Tensor, int]:
-    """Decode the first audio stream of any file PyAV opens (wav, mp3, m4a/aac, flac, ogg, video files).
-
-    Returns (waveform [C, N] float32 in [-1, 1], sample_rate).
-    """
+def _decoded(path: Path) -> Iterator[tuple[int, np.ndarray]]:
+    """(sample_rate, float32 block [C, n]) for each decoded frame of the file's first audio stream."""
     import av  # a hard dependency, imported here so `knot_core` imports without touching codecs
 
-    path = Path(path)
     if not path.is_file():
         raise InputError(f"audio file {str(path)!r} does not exist; give the path of an audio or video file")
     try:
@@ -62,17 +59,56 @@ def load_audio(path: str | Path) -> tuple[Tensor, int]:
             raise InputError(f"{str(path)!r} has no audio stream (streams found: {kinds}); "
                              "give a file with a sound track")
         stream = container.streams.audio[0]
-        blocks: list[np.ndarray] = []
         try:
             for frame in container.decode(stream):
-                blocks.append(_frame_to_array(frame))  # [C, n]
+                block = _frame_to_array(frame)  # [C, n]
+                if not np.isfinite(block).all():
+                    raise InputError(f"{str(path)!r} decodes to NaN or infinite samples; the audio must be finite")
+                yield int(frame.sample_rate), block
         except av.error.FFmpegError as exc:
             raise InputError(f"decoding the audio of {str(path)!r} failed ({exc}); the file may be damaged") from exc
-        sample_rate = int(stream.codec_context.sample_rate or stream.rate or 0)
-    if not blocks or sample_rate <= 0:
-        raise InputError(f"{str(path)!r} contains no decodable audio samples; the audio track is empty")
+
+
+def _empty(path: Path) -> InputError:
+    return InputError(f"{str(path)!r} contains no decodable audio samples; the audio track is empty")
+
+
+def load_audio(path: str | Path) -> tuple[Tensor, int]:
+    """Decode the first audio stream of any file PyAV opens (wav, mp3, m4a/aac, flac, ogg, video files).
+
+    Returns (waveform [C, N] float32 in [-1, 1], sample_rate).
+    """
+    path = Path(path)
+    rates, blocks = set(), []
+    for rate, block in _decoded(path):
+        rates.add(rate)
+        blocks.append(block)
+    if not blocks:
+        raise _empty(path)
+    if len(rates) > 1:
+        raise InputError(f"{str(path)!r} changes sample rate mid-stream {sorted(rates)}; re-encode it at one rate")
     waveform = torch.from_numpy(np.concatenate(blocks, axis=1))  # [C, N]
-    return _check_waveform(waveform, str(path)), sample_rate
+    return _check_waveform(waveform, str(path)), rates.pop()
+
+
+def load_mono_16k(path: str | Path) -> Tensor:
+    """Decode, downmix and resample to 16 kHz block by block: mono [N'] equal to to_mono_16k(*load_audio(path)).
+
+    Memory is the 16 kHz output plus one decoded block, whatever the file's rate and channels.
+    """
+    path = Path(path)
+    stream, rate, pieces = None, 0, []
+    for block_rate, block in _decoded(path):
+        if stream is None:
+            rate, stream = block_rate, StreamingResampler(block_rate, TARGET_SAMPLE_RATE)
+        elif block_rate != rate:
+            raise InputError(f"{str(path)!r} changes sample rate mid-stream ({rate} -> {block_rate} Hz); "
+                             "re-encode it at one rate")
+        pieces.append(stream.push(torch.from_numpy(block).mean(dim=0))[0])  # [n']
+    if stream is None or stream.received == 0:
+        raise _empty(path)
+    pieces.append(stream.flush()[0])
+    return torch.cat(pieces)  # [N']
 
 
 def _frame_to_array(frame) -> np.ndarray:
@@ -126,33 +162,74 @@ def _filter_bank(up: int, down: int) -> tuple[Tensor, int]:
     return bank, half
 
 
+class StreamingResampler:
+    """Resamples a stream pushed in pieces; the concatenated output equals `resample` of the whole.
+
+    Holds only the input samples the next outputs still need (2·half taps), so hour-long
+    audio can be decoded and resampled block by block.
+    """
+
+    def __init__(self, sr_from: int, sr_to: int, rows: int = 1) -> None:
+        if sr_from <= 0 or sr_to <= 0:
+            raise InputError(f"resample: sample rates {sr_from} -> {sr_to} Hz; both must be positive")
+        g = math.gcd(sr_from, sr_to)
+        self.up, self.down = sr_to // g, sr_from // g
+        self.passthrough = sr_from == sr_to  # equal rates: samples go through untouched
+        bank, self.half = _filter_bank(self.up, self.down)
+        self.bank = bank.to(torch.float32)  # [up, 2*half]
+        self.taps = torch.arange(2 * self.half)
+        self.buffer = torch.zeros(rows, self.half)  # [R, n]: left zero padding = silence before the start
+        self.buffer_start = -self.half  # input index of buffer[:, 0]
+        self.received = 0  # input samples pushed so far
+        self.emitted = 0  # output samples produced so far
+
+    def _outputs(self, stop: int) -> Tensor:
+        """Outputs emitted .. stop-1 from the buffer, [R, stop - emitted]."""
+        out = torch.empty(self.buffer.shape[0], max(0, stop - self.emitted))
+        for start in range(self.emitted, stop, OUTPUT_BLOCK):
+            n = torch.arange(start, min(start + OUTPUT_BLOCK, stop), dtype=torch.int64)  # [b]
+            first = (n * self.down) // self.up - self.half + 1  # input index of each output's first tap
+            idx = first[:, None] - self.buffer_start + self.taps[None, :]  # [b, 2h] into the buffer
+            # index_select on a flat index: much faster than 2-D advanced indexing for small blocks
+            windows = self.buffer.index_select(1, idx.reshape(-1)).view(-1, n.numel(), 2 * self.half)
+            out[:, start - self.emitted:start - self.emitted + n.numel()] = \
+                (windows * self.bank[(n * self.down) % self.up][None]).sum(-1)  # [R, b]
+        self.emitted = max(self.emitted, stop)
+        keep_from = (self.emitted * self.down) // self.up - self.half + 1  # first tap of the next output
+        drop = max(0, keep_from - self.buffer_start)
+        self.buffer, self.buffer_start = self.buffer[:, drop:], self.buffer_start + drop
+        return out
+
+    def push(self, samples: Tensor) -> Tensor:
+        """Append input [R, n] (or [n]); returns the outputs whose taps are now all known."""
+        samples = samples.reshape(self.buffer.shape[0], -1).to(torch.float32)
+        if self.passthrough:
+            self.received += samples.shape[1]
+            return samples
+        self.buffer = torch.cat([self.buffer, samples], dim=1)
+        self.received += samples.shape[1]
+        # output n is complete when its last tap floor(n·down/up) + half < received
+        ready = -(-(self.received - self.half) * self.up // self.down) if self.received > self.half else 0
+        return self._outputs(max(self.emitted, ready))
+
+    def flush(self) -> Tensor:
+        """The remaining outputs, reading silence past the end; total ceil(N·sr_to/sr_from)."""
+        if self.passthrough:
+            return torch.zeros(self.buffer.shape[0], 0)
+        self.buffer = torch.cat([self.buffer, torch.zeros(self.buffer.shape[0], self.half + 1)], dim=1)
+        return self._outputs(-(-self.received * self.up // self.down))
+
+
 def resample(waveform: Tensor, sr_from: int, sr_to: int) -> Tensor:
     """Band-limited resampling along the last axis; [..., N] -> [..., ceil(N * sr_to / sr_from)].
 
     Samples outside the signal are taken as silence (zero).
     """
-    if sr_from <= 0 or sr_to <= 0:
-        raise InputError(f"resample: sample rates {sr_from} -> {sr_to} Hz; both must be positive")
-    if sr_from == sr_to:
-        return waveform.to(torch.float32)
-    g = math.gcd(sr_from, sr_to)
-    up, down = sr_to // g, sr_from // g
-    bank, half = _filter_bank(up, down)
-    bank = bank.to(torch.float32)
     lead = waveform.shape[:-1]
-    flat = waveform.reshape(-1, waveform.shape[-1]).to(torch.float32)  # [R, N]
-    n_in = flat.shape[1]
-    n_out = -(-n_in * up // down)
-    padded = torch.nn.functional.pad(flat, (half, half + 1))  # [R, N + 2*half + 1]
-    taps = torch.arange(2 * half)  # [2h]
-    out = torch.empty(flat.shape[0], n_out, dtype=torch.float32)
-    for start in range(0, n_out, OUTPUT_BLOCK):
-        n = torch.arange(start, min(start + OUTPUT_BLOCK, n_out), dtype=torch.int64)  # [b]
-        base = (n * down) // up  # floor of each output's input position
-        phase = (n * down) % up  # [b]
-        idx = base[:, None] + 1 + taps[None, :]  # [b, 2h] in padded coordinates: (base - half + 1) + half
-        out[:, start:start + n.numel()] = (padded[:, idx] * bank[phase][None]).sum(-1)  # [R, b]
-    return out.reshape(*lead, n_out)
+    flat = waveform.reshape(-1, waveform.shape[-1])  # [R, N]
+    stream = StreamingResampler(sr_from, sr_to, rows=flat.shape[0])
+    out = torch.cat([stream.push(flat), stream.flush()], dim=1)  # [R, N']
+    return out.reshape(*lead, out.shape[1])
 
 
 def to_mono_16k(waveform: Tensor, sr: int) -> Tensor:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..audio import TARGET_SAMPLE_RATE, audio_from_comfy, load_audio, to_mono_16k
+from ..audio import TARGET_SAMPLE_RATE, audio_from_comfy, load_mono_16k, to_mono_16k
 from ..errors import CheckpointError, InputError, MissingDependencyError
 from .base import FRAMES_PER_LATENT, NO_FRAME, DrivingSignal, EndPolicy, RowCache, check_fps
 
@@ -268,7 +268,7 @@ class AudioSignal(DrivingSignal):
 
     @classmethod
     def from_file(cls, path: str | Path, features: Wav2Vec2Features, **options) -> AudioSignal:
-        return cls(to_mono_16k(*load_audio(path)), features, **options)
+        return cls(load_mono_16k(path), features, **options)
 
     @classmethod
     def from_comfy(cls, audio: dict, features: Wav2Vec2Features, **options) -> AudioSignal:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from knot_core import audio
-from knot_core.audio import audio_from_comfy, load_audio, resample, to_mono_16k
+from knot_core.audio import StreamingResampler, audio_from_comfy, load_audio, load_mono_16k, resample, to_mono_16k
 from knot_core.errors import InputError
 
 from .conftest import sine, write_audio
@@ -51,6 +51,23 @@ def test_resample_blocks_do_not_change_the_result(monkeypatch):
     assert whole.shape == (2, math.ceil(30_000 * 16000 / 44100))
 
 
+def test_streaming_resampler_equals_one_shot():
+    x = torch.randn(50_000, generator=torch.Generator().manual_seed(0))
+    whole = resample(x, 44100, 16000)
+    stream = StreamingResampler(44100, 16000)
+    sizes = [1, 7, 300, 4096, 10_000, 1, 35_595]  # uneven pieces, some shorter than the filter
+    assert sum(sizes) == x.numel()
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(stream.push(x[start:start + size]))
+        start += size
+        assert stream.buffer.shape[1] <= 2 * stream.half + size + 1  # only the taps still needed are held
+    pieces.append(stream.flush())
+    assert torch.allclose(torch.cat(pieces, dim=1)[0], whole, atol=1e-6)
+    same = StreamingResampler(16000, 16000)
+    assert torch.equal(torch.cat([same.push(x[:10]), same.push(x[10:20]), same.flush()], 1)[0], x[:20])
+
+
 @pytest.mark.parametrize("suffix,codec,rate", [("wav", "pcm_s16le", 44100), ("flac", "flac", 22050),
                                                ("mp3", "libmp3lame", 44100), ("m4a", "aac", 48000),
                                                ("ogg", "libopus", 48000)])
@@ -61,6 +78,7 @@ def test_load_audio_formats(tmp_path, suffix, codec, rate):
     assert sr == rate and wave_.shape[0] == 2 and wave_.dtype == torch.float32
     assert abs(wave_.shape[1] - rate) < 0.1 * rate  # codecs add priming/padding, never lose the clip
     mono = to_mono_16k(wave_, sr)
+    assert torch.allclose(load_mono_16k(path), mono, atol=1e-6)  # block-by-block decode == whole-file path
     assert abs(peak_hz(mono[2000:14000], 16000) - 440.0) < 1.0
     level = mono[2000:14000].pow(2).mean().sqrt()
     assert abs(float(level) - 0.5 * 0.9 / math.sqrt(2)) < 0.02  # mean of the 0.5 and 0.4 channels
