@@ -1,0 +1,136 @@
+"""The demo model's small learned video autoencoder, with the Wan2.1 VAE's latent contract and decoder interface.
+
+Why not a tiny config of the real Wan VAE (knot_core.vae): measured on the 2-core CPU, `VAEConfig(dim=8)` decodes
+one latent frame (4 video frames at 64x64) in ~0.5 s (8 fps, a third of real time) and a training step on
+4 clips of 9 frames takes 10-45 s, so neither real-time rendering nor a CPU training budget of minutes is
+possible with its 3D causal convolutions. This codec keeps what the engine relies on: 16 latent channels at
+stride (4, 8, 8), latent 0 = video frame 0 alone and latent k >= 1 = frames 4k-3 .. 4k (1 + 4(T-1) frames),
+latents normalised per channel (stored `latent_mean` / `latent_std`), and a causal `StreamingDecoder.decode`
+whose chunked output equals the one-shot decode (each latent is decoded from itself and its predecessor,
+the only state kept between calls). Convolutions are 2D over the 4 frames stacked as channels.
+Our own design; weights are trained by train/train_demo.py and ship in knot_core/models/demo_codec.safetensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import LATENT_CHANNELS, VAE_STRIDE
+from .errors import InputError
+
+FRAMES_PER_LATENT = VAE_STRIDE[0]
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    width: int = 64  # channels at the latent resolution; halves (min 16) at each 2x upsampling
+    z_dim: int = LATENT_CHANNELS
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv1, self.conv2 = _conv(dim, dim), _conv(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class Up(nn.Module):
+    """2x upsampling by pixel shuffle: conv to 4*cout channels, then rearrange."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = _conv(cin, 4 * cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pixel_shuffle(self.conv(F.silu(x)), 2)
+
+
+class DemoCodec(nn.Module):
+    """encode: video [B, 3, 1+4k, H, W] in [-1, 1] -> normalised latent [B, 16, 1+k, H/8, W/8];
+    decode: latent -> video, through `StreamingDecoder`."""
+
+    def __init__(self, cfg: CodecConfig = CodecConfig()):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        c3, c2, c1 = max(16, w // 2), max(16, w // 4), max(16, w // 4)
+        channels = 3 * FRAMES_PER_LATENT
+        self.encoder = nn.Sequential(_conv(channels, c1), nn.SiLU(), _conv(c1, c2, 2), nn.SiLU(), _conv(c2, c3, 2),
+                                     nn.SiLU(), _conv(c3, w, 2), ResBlock(w), nn.SiLU(), _conv(w, cfg.z_dim))
+        self.decoder = nn.Sequential(_conv(2 * cfg.z_dim, w), ResBlock(w), ResBlock(w), Up(w, c3), ResBlock(c3),
+                                     Up(c3, c2), Up(c2, c1), nn.SiLU(), _conv(c1, channels))
+        self.register_buffer("latent_mean", torch.zeros(cfg.z_dim))
+        self.register_buffer("latent_std", torch.ones(cfg.z_dim))
+
+    def groups(self, video: Tensor) -> Tensor:
+        """[B, 3, 1+4k, H, W] -> per-latent frame stacks [B, 1+k, 12, H, W] (frame 0 repeated 4x for latent 0)."""
+        b, _, t, h, w = video.shape
+        if t < 1 or (t - 1) % FRAMES_PER_LATENT:
+            raise InputError(f"video has {t} frames; this codec encodes 1 + 4k frames (trim or pad the clip)")
+        first = video[:, :, :1].expand(-1, -1, FRAMES_PER_LATENT, -1, -1)
+        rest = video[:, :, 1:]
+        stacks = torch.cat([first, rest], 2).view(b, 3, -1, FRAMES_PER_LATENT, h, w)  # (B, 3, T, 4, H, W)
+        return stacks.permute(0, 2, 3, 1, 4, 5).reshape(b, -1, 3 * FRAMES_PER_LATENT, h, w)
+
+    def encode_raw(self, video: Tensor) -> Tensor:
+        """Un-normalised latent [B, 16, T, h, w]."""
+        g = self.groups(video)  # (B, T, 12, H, W)
+        z = self.encoder(g.flatten(0, 1))  # (B*T, 16, h, w)
+        return z.view(g.shape[0], g.shape[1], *z.shape[1:]).transpose(1, 2)
+
+    def encode(self, video: Tensor) -> Tensor:
+        z = self.encode_raw(video)
+        return (z - self.latent_mean.view(1, -1, 1, 1, 1)) / self.latent_std.view(1, -1, 1, 1, 1)
+
+    def decode_pairs(self, z: Tensor, prev: Tensor) -> Tensor:
+        """Normalised latents z and their predecessors prev [N, 16, h, w] -> 4 frames each [N, 4, 3, H, W]."""
+        out = self.decoder(torch.cat([z, prev], 1))  # (N, 12, H, W)
+        return out.unflatten(1, (FRAMES_PER_LATENT, 3))
+
+    def decode(self, latent: Tensor) -> Tensor:
+        return StreamingDecoder(self).decode(latent)
+
+
+class StreamingDecoder:
+    """Decodes one latent stream chunk by chunk (any chunk length); output equals the one-shot decode.
+
+    decode(latent [B, 16, t, h, w]) -> frames [B, 3, t', 8h, 8w] in [-1, 1]: t' = 1 + 4(t-1) for the stream's
+    first chunk, 4t after. The state between calls is the previous latent frame only.
+    """
+
+    def __init__(self, codec: DemoCodec, *, clamp: bool = True):
+        self.codec, self.clamp = codec, clamp
+        self.prev: Tensor | None = None
+        self.latents_decoded = 0
+        self.frames_decoded = 0
+
+    def reset(self) -> None:
+        self.prev, self.latents_decoded, self.frames_decoded = None, 0, 0
+
+    @torch.no_grad()
+    def decode(self, latent: Tensor) -> Tensor:
+        if latent.ndim != 5 or latent.shape[1] != self.codec.cfg.z_dim or latent.shape[2] < 1:
+            raise InputError(f"latent shape {tuple(latent.shape)}; expected [B, {self.codec.cfg.z_dim}, T>=1, h, w]")
+        z = latent.transpose(1, 2).float()  # (B, t, 16, h, w)
+        first = z[:, :1] if self.prev is None else self.prev
+        prev = torch.cat([first, z[:, :-1]], 1)  # latent 0 is its own predecessor
+        b, t = z.shape[:2]
+        frames = self.codec.decode_pairs(z.flatten(0, 1), prev.flatten(0, 1))  # (B*t, 4, 3, H, W)
+        frames = frames.view(b, t * FRAMES_PER_LATENT, *frames.shape[2:])  # (B, 4t, 3, H, W)
+        if self.prev is None:
+            frames = frames[:, FRAMES_PER_LATENT - 1:]  # latent 0 -> video frame 0 only
+        self.prev = z[:, -1:]
+        self.latents_decoded += t
+        self.frames_decoded += frames.shape[1]
+        frames = frames.transpose(1, 2)  # (B, 3, t', H, W)
+        return frames.clamp(-1.0, 1.0) if self.clamp else frames

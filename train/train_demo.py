@@ -1,0 +1,248 @@
+"""Train the shipped demo model (knot_core.demo) on procedural portraits, on the CPU, seeded and reproducible.
+
+    python train/train_demo.py --out knot_core/models --seed 0 --clips 600 --codec-steps 1500 --dit-steps 700 --batch 4
+
+Stage 1, codec: the small autoencoder of knot_core.demo_codec on 9-frame windows of rendered clips (L1 on
+pixels, latent noise injection so the decoder tolerates the DiT's imprecision); then per-channel latent
+statistics make latents ~unit scale.
+Stage 2, DiT (the paper's recipe as far as it applies on a CPU): each clip of 1 + 12M video frames is
+L = 3M + 1 latents cut into M Knot Forcing chunks (c = 3 committed + k = 1 knot, window 6); the clip's LAST
+latent is the reference ("future-facing" anchor), placed at the running-ahead index n of each chunk
+(knot_core.schedule.advance_reference). One forward of the engine's KnotDiT holds, per clip, M copies of
+the reference (one per chunk position n), the clean latents as teacher-forced context (each attends to its
+reference copy, its own committed chunk and the 6-frame window before it: the commit pass's mask) and
+the M noisy chunks (reference copy, window of clean context, itself: the denoise pass's mask). Each chunk's
+first frame is the knot: given in the conditioning channels (mask 0) and pinned in the noisy input, as at
+inference. Few-step streaming: every chunk is trained at one of the 4 sampling timesteps (1000/750/500/250,
+shift 5) with an x0 loss on all 4 frames (the knot's own prediction is fused 50/50 at inference), and the
+context and knot latents get random noise (std up to 0.1) so imperfect generated context is in-distribution.
+Writes knot_core/models/{demo.safetensors, demo_codec.safetensors, demo_train_log.json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from knot_core.config import LATENT_CHANNELS
+from knot_core.demo import DEMO_SAMPLER, DEMO_SIZE, DEMO_STREAM, build_demo_model
+from knot_core.demo_codec import DemoCodec
+from knot_core.driving import DrivingTokens
+from knot_core.faces import NUM_PARAMS, Portrait, render_video
+from knot_core.model_file import save_knot_model
+from knot_core.motion import MotionSequence
+from knot_core.schedule import FlowSchedule, advance_reference
+from knot_core.signals.base import wan_video_frames_of_latent
+
+log = logging.getLogger("train_demo")
+CHUNKS = 3  # M chunks per training clip -> 10 latents, 37 video frames
+
+
+def make_clips(n: int, seed: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """n rendered clips (n, frames, H, W, 3) uint8 and their driving rows (n, frames, P)."""
+    rng = np.random.default_rng(seed)
+    videos = np.zeros((n, frames, DEMO_SIZE, DEMO_SIZE, 3), np.uint8)
+    params = np.zeros((n, frames, NUM_PARAMS), np.float32)
+    for i in range(n):
+        motion = MotionSequence(int(rng.integers(1 << 30)), amount=float(rng.uniform(0.3, 1.1)))
+        params[i] = motion.frames(int(rng.integers(0, 5000)), frames)
+        videos[i] = render_video(Portrait.random(int(rng.integers(1 << 30))), params[i], DEMO_SIZE)
+    return videos, params
+
+
+def to_video(clips: np.ndarray) -> torch.Tensor:
+    """(B, T, H, W, 3) uint8 -> (B, 3, T, H, W) in [-1, 1]."""
+    return torch.from_numpy(clips).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)
+
+
+def train_codec(codec: DemoCodec, videos: np.ndarray, steps: int, batch: int, seed: int) -> list[float]:
+    rng = np.random.default_rng(seed + 1)
+    opt = torch.optim.AdamW(codec.parameters(), lr=2e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    losses = []
+    for step in range(steps):
+        idx = rng.integers(0, len(videos), batch)
+        start = rng.integers(0, (videos.shape[1] - 9) // 4 + 1, batch) * 4
+        x = to_video(np.stack([videos[i, s:s + 9] for i, s in zip(idx, start, strict=True)]))  # (B, 3, 9, H, W)
+        z = codec.encode_raw(x)  # (B, 16, 3, h, w)
+        zn = z + 0.1 * z.detach().std() * torch.randn_like(z)
+        zs = zn.transpose(1, 2)  # (B, 3, 16, h, w)
+        prev = torch.cat([zs[:, :1], zs[:, :-1]], 1)
+        out = codec.decode_pairs(zs.flatten(0, 1), prev.flatten(0, 1)).view(batch, 3, 4, 3, *x.shape[3:])
+        target = codec.groups(x).view(batch, 3, 4, 3, *x.shape[3:])
+        loss = (out - target).abs().mean() + 1e-4 * z.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 100 == 0 or step == steps - 1:
+            log.info("codec step %d/%d loss %.4f", step, steps, np.mean(losses[-100:]))
+    return losses
+
+
+@torch.no_grad()
+def encode_all(codec: DemoCodec, videos: np.ndarray) -> torch.Tensor:
+    raw = torch.cat([codec.encode_raw(to_video(videos[i:i + 32])) for i in range(0, len(videos), 32)])
+    codec.latent_mean.copy_(raw.mean(dim=(0, 2, 3, 4)))
+    codec.latent_std.copy_(raw.std(dim=(0, 2, 3, 4)))
+    m, s = codec.latent_mean.view(1, -1, 1, 1, 1), codec.latent_std.view(1, -1, 1, 1, 1)
+    return (raw - m) / s  # (N, 16, L, h, w)
+
+
+def sequence_layout(m_chunks: int):
+    """Frame roles, positions and the frame-level attention mask of one teacher-forced training sequence.
+
+    Frames: M reference copies | 3M clean context latents | M noisy chunks of 4. Returns (positions (F,),
+    mask (F, F) bool query x key, chunk index of each noisy frame).
+    """
+    c, k, win = DEMO_STREAM.chunk_len, DEMO_STREAM.knot_len, DEMO_STREAM.window_len
+    n, refs = DEMO_STREAM.ahead_init, []
+    for m in range(m_chunks):
+        n = advance_reference(DEMO_STREAM, m * c, n)
+        refs.append(n)
+    n_ctx, span = c * m_chunks, c + k
+    total = m_chunks + n_ctx + m_chunks * span
+    ctx0, noisy0 = m_chunks, m_chunks + n_ctx
+    mask = torch.zeros(total, total, dtype=torch.bool)
+    pos = torch.zeros(total, dtype=torch.float64)
+    for m in range(m_chunks):
+        mask[m, m] = True
+        pos[m] = refs[m]
+        lo = max(0, m * c - win)
+        for j in range(m * c, m * c + c):  # commit pass of chunk m
+            mask[ctx0 + j, m] = True
+            mask[ctx0 + j, ctx0 + lo: ctx0 + m * c + c] = True
+            pos[ctx0 + j] = j
+        rows = slice(noisy0 + m * span, noisy0 + (m + 1) * span)  # denoise pass of chunk m
+        mask[rows, m] = True
+        mask[rows, ctx0 + lo: ctx0 + m * c] = True
+        mask[rows, rows] = True
+        pos[rows] = torch.arange(m * c, m * c + span, dtype=torch.float64)
+    return pos, mask
+
+
+def driving_rows(params: torch.Tensor, latents: int) -> torch.Tensor:
+    """(B, V, P) per video frame -> (B, L, 4, P) per latent frame (Wan's latent/video alignment)."""
+    idx = torch.tensor([wan_video_frames_of_latent(k) for k in range(latents)])  # (L, 4)
+    return params[:, idx]
+
+
+def build_batch(lat: torch.Tensor, params: torch.Tensor, sched: FlowSchedule, gen: torch.Generator):
+    """Model input, timesteps, x0 target and driving features of a batch of clips (B, 16, 3M+1, h, w)."""
+    b, ch, L, h, w = lat.shape
+    c, span, m_chunks = DEMO_STREAM.chunk_len, DEMO_STREAM.span, CHUNKS
+    ref = lat[:, :, -1:]  # the clip's last latent: the future-facing anchor
+    aug = torch.rand(b, 1, 1, 1, 1, generator=gen) * 0.1
+    noisy_ctx = lat + aug * torch.randn(lat.shape, generator=gen)  # imperfect context / knots
+    ctx = noisy_ctx[:, :, : c * m_chunks]
+    chunk_ids = torch.arange(m_chunks)[:, None] * c + torch.arange(span)[None]  # (M, 4) latent indices
+    x0 = lat[:, :, chunk_ids.flatten()]  # (B, 16, 4M, h, w)
+    steps = torch.tensor([sched.warp(s) for s in DEMO_STREAM.steps], dtype=torch.float64)
+    t_chunk = steps[torch.randint(0, len(steps), (b, m_chunks), generator=gen)]  # (B, M)
+    t_noisy = t_chunk.repeat_interleave(span, dim=1)  # (B, 4M)
+    sigma = sched.sigma(t_noisy)[:, None, :, None, None].float()
+    eps = torch.randn(x0.shape, generator=gen)
+    knot = torch.zeros(1, 1, x0.shape[2], 1, 1)
+    knot[:, :, ::span] = 1  # each chunk's first frame is known (knot / start)
+    known = noisy_ctx[:, :, chunk_ids.flatten()]
+    x_noisy = (1 - sigma) * torch.where(knot > 0, known, x0) + sigma * eps
+    cond_noisy = torch.where(knot > 0, known, ref.expand_as(x0))
+    cond_ctx = torch.where(torch.arange(ctx.shape[2]).view(1, 1, -1, 1, 1) % c == 0, ctx, ref.expand_as(ctx))
+    refs = ref.expand(-1, -1, m_chunks, -1, -1)
+    x = torch.cat([refs, ctx, x_noisy], 2)  # (B, 16, F, h, w)
+    cond = torch.cat([refs, cond_ctx, cond_noisy], 2)
+    gen_mask = torch.cat([torch.zeros(1, 1, m_chunks), (torch.arange(ctx.shape[2]) % c != 0).float().view(1, 1, -1),
+                          1 - knot.view(1, 1, -1)], 2).view(1, 1, -1, 1, 1).expand(b, 1, -1, h, w)
+    x_in = torch.cat([x, cond, gen_mask], 1)  # (B, 33, F, h, w) noise | known/reference | mask (1 = generate)
+    t = torch.cat([torch.zeros(b, m_chunks + ctx.shape[2], dtype=torch.float64), t_noisy], 1)  # (B, F)
+    rows = driving_rows(params, L)  # (B, L, 4, P)
+    feats = torch.cat([torch.zeros_like(rows[:, :m_chunks]), rows[:, : ctx.shape[2]], rows[:, chunk_ids.flatten()]], 1)
+    return x_in, t, x0, sigma, feats
+
+
+def train_dit(model, latents: torch.Tensor, params: torch.Tensor, steps: int, batch: int, seed: int,
+              checkpoint: Path | None = None) -> list[float]:
+    gen = torch.Generator().manual_seed(seed + 2)
+    sched = FlowSchedule(DEMO_STREAM.shift)
+    pos, frame_mask = sequence_layout(CHUNKS)
+    tokens = DEMO_SIZE // 8 // 2 * (DEMO_SIZE // 8 // 2)
+    attn_mask = frame_mask.repeat_interleave(tokens, 0).repeat_interleave(tokens, 1)  # (F*S, F*S)
+    active = torch.ones(len(pos), dtype=torch.bool)
+    active[:CHUNKS] = False  # reference copies carry no driving signal
+    adapter = model.driving["motion"]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    lr = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.1)
+    text_kv_fn, losses, n_noisy = model.encode_text, [], CHUNKS * DEMO_STREAM.span
+    for step in range(steps):
+        idx = torch.randint(0, len(latents), (batch,), generator=gen)
+        x_in, t, x0, sigma, feats = build_batch(latents[idx], params[idx], sched, gen)
+        driving = DrivingTokens({"motion": adapter.encode(feats)}, active)
+        v = model(x_in, t, frame_positions=pos, text_kv=text_kv_fn(None, batch), attn_mask=attn_mask,
+                  driving=driving)[:, :, -n_noisy:]  # (B, 16, 4M, h, w)
+        pred = x_in[:, :LATENT_CHANNELS, -n_noisy:] - sigma * v
+        loss = (pred - x0).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        lr.step()
+        losses.append(loss.item())
+        if step % 50 == 0 or step == steps - 1:
+            log.info("dit step %d/%d loss %.4f", step, steps, np.mean(losses[-50:]))
+        if checkpoint is not None and (step + 1) % 100 == 0:  # a run cut short still leaves usable weights
+            save_knot_model(model, checkpoint, sampler=DEMO_SAMPLER)
+    return losses
+
+
+def curve(losses: list[float], points: int = 20) -> list[float]:
+    size = max(1, len(losses) // points)
+    return [round(float(np.mean(losses[i:i + size])), 5) for i in range(0, len(losses), size)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("knot_core/models"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clips", type=int, default=600)
+    p.add_argument("--codec-steps", type=int, default=1500)
+    p.add_argument("--dit-steps", type=int, default=700)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    started = time.perf_counter()
+    videos, params = make_clips(args.clips, args.seed, 1 + 4 * DEMO_STREAM.chunk_len * CHUNKS)
+    log.info("rendered %d clips in %.0f s", len(videos), time.perf_counter() - started)
+    codec = DemoCodec()
+    codec_losses = train_codec(codec, videos, args.codec_steps, 12, args.seed)
+    codec.eval()
+    latents = encode_all(codec, videos)
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in codec.state_dict().items()}, str(args.out / "demo_codec.safetensors"),
+              metadata={"format": "knot_forcing.demo_codec.v1"})
+    codec_s = time.perf_counter() - started
+    model = build_demo_model(args.seed)
+    dit_losses = train_dit(model, latents, torch.from_numpy(params), args.dit_steps, args.batch, args.seed,
+                           args.out / "demo.safetensors")
+    model.eval()
+    save_knot_model(model, args.out / "demo.safetensors", sampler=DEMO_SAMPLER)
+    wall = time.perf_counter() - started
+    record = {"command": "python train/train_demo.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()), "wall_s": round(wall, 1),
+        "codec_wall_s": round(codec_s, 1), "codec_loss_curve": curve(codec_losses), "dit_loss_curve": curve(dit_losses)}
+    (args.out / "demo_train_log.json").write_text(json.dumps(record, indent=1))
+    log.info("done in %.0f s", wall)
+
+
+if __name__ == "__main__":
+    main()
