@@ -13,8 +13,19 @@ import pytest
 import torch
 
 from knot_core.checkpoints import load_dit
-from knot_core.demo import (ADAPTER_TYPE, DEMO_CODEC, DEMO_DIT, DEMO_MODEL, DEMO_PORTRAIT_SEED, DEMO_SIZE,
-                            DEMO_SPEECH, demo_motion, latent_frames_for, load_codec, render_demo)
+from knot_core.demo import (
+    ADAPTER_TYPE,
+    DEMO_CODEC,
+    DEMO_DIT,
+    DEMO_MODEL,
+    DEMO_PORTRAIT_SEED,
+    DEMO_SIZE,
+    DEMO_SPEECH,
+    demo_motion,
+    latent_frames_for,
+    load_codec,
+    render_demo,
+)
 from knot_core.demo_codec import StreamingDecoder
 from knot_core.errors import InputError
 from knot_core.faces import DrivingFrame, Portrait, regions

@@ -1,6 +1,6 @@
 """Train the shipped demo model (knot_core.demo) on procedural portraits, on the CPU, seeded and reproducible.
 
-    python train/train_demo.py --out knot_core/models --seed 0 --clips 600 --codec-steps 1500 --dit-steps 700 --batch 4
+    python train/train_demo.py --out knot_core/models --seed 0 --clips 600 --codec-steps 600 --dit-steps 500 --batch 4
 
 Stage 1, codec: the small autoencoder of knot_core.demo_codec on 9-frame windows of rendered clips (L1 on
 pixels, latent noise injection so the decoder tolerates the DiT's imprecision); then per-channel latent
@@ -212,10 +212,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("knot_core/models"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clips", type=int, default=600)
-    p.add_argument("--codec-steps", type=int, default=1500)
-    p.add_argument("--dit-steps", type=int, default=700)
+    p.add_argument("--codec-steps", type=int, default=600)
+    p.add_argument("--dit-steps", type=int, default=500)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
