@@ -93,7 +93,7 @@ class DemoCodec(nn.Module):
         return (z - self.latent_mean.view(1, -1, 1, 1, 1)) / self.latent_std.view(1, -1, 1, 1, 1)
 
     def decode_pairs(self, z: Tensor, prev: Tensor) -> Tensor:
-        """Normalised latents z and their predecessors prev [N, 16, h, w] -> 4 frames each [N, 4, 3, H, W]."""
+        """Un-normalised latents z and their predecessors prev [N, 16, h, w] -> 4 frames each [N, 4, 3, H, W]."""
         out = self.decoder(torch.cat([z, prev], 1))  # (N, 12, H, W)
         return out.unflatten(1, (FRAMES_PER_LATENT, 3))
 
@@ -121,7 +121,8 @@ class StreamingDecoder:
     def decode(self, latent: Tensor) -> Tensor:
         if latent.ndim != 5 or latent.shape[1] != self.codec.cfg.z_dim or latent.shape[2] < 1:
             raise InputError(f"latent shape {tuple(latent.shape)}; expected [B, {self.codec.cfg.z_dim}, T>=1, h, w]")
-        z = latent.transpose(1, 2).float()  # (B, t, 16, h, w)
+        mean, std = self.codec.latent_mean.view(1, 1, -1, 1, 1), self.codec.latent_std.view(1, 1, -1, 1, 1)
+        z = latent.transpose(1, 2).float() * std + mean  # (B, t, 16, h, w) un-normalised
         first = z[:, :1] if self.prev is None else self.prev
         prev = torch.cat([first, z[:, :-1]], 1)  # latent 0 is its own predecessor
         b, t = z.shape[:2]

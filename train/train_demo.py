@@ -1,6 +1,6 @@
 """Train the shipped demo model (knot_core.demo) on procedural portraits, on the CPU, seeded and reproducible.
 
-    python train/train_demo.py --out knot_core/models --seed 0 --clips 600 --codec-steps 600 --dit-steps 500 --batch 4
+    PYTHONPATH=. python train/train_demo.py --out knot_core/models --seed 0 --clips 600 --codec-steps 2000 --dit-steps 800 --batch 4
 
 Stage 1, codec: the small autoencoder of knot_core.demo_codec on 9-frame windows of rendered clips (L1 on
 pixels, latent noise injection so the decoder tolerates the DiT's imprecision); then per-channel latent
@@ -64,8 +64,8 @@ def to_video(clips: np.ndarray) -> torch.Tensor:
 
 def train_codec(codec: DemoCodec, videos: np.ndarray, steps: int, batch: int, seed: int) -> list[float]:
     rng = np.random.default_rng(seed + 1)
-    opt = torch.optim.AdamW(codec.parameters(), lr=2e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    opt = torch.optim.AdamW(codec.parameters(), lr=3e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     losses = []
     for step in range(steps):
         idx = rng.integers(0, len(videos), batch)
@@ -212,8 +212,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("knot_core/models"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clips", type=int, default=600)
-    p.add_argument("--codec-steps", type=int, default=600)
-    p.add_argument("--dit-steps", type=int, default=500)
+    p.add_argument("--codec-steps", type=int, default=2000)
+    p.add_argument("--dit-steps", type=int, default=800)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -237,7 +237,7 @@ def main() -> None:
     model.eval()
     save_knot_model(model, args.out / "demo.safetensors", sampler=DEMO_SAMPLER)
     wall = time.perf_counter() - started
-    record = {"command": "python train/train_demo.py " + " ".join(
+    record = {"command": "PYTHONPATH=. python train/train_demo.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()), "wall_s": round(wall, 1),
         "codec_wall_s": round(codec_s, 1), "codec_loss_curve": curve(codec_losses), "dit_loss_curve": curve(dit_losses)}
     (args.out / "demo_train_log.json").write_text(json.dumps(record, indent=1))
