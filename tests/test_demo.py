@@ -65,7 +65,8 @@ def test_codec_streaming_equals_one_shot_and_counts_frames():
     stream = StreamingDecoder(codec)
     parts = [stream.decode(latent[:, :, a:b]) for a, b in ((0, 3), (3, 4), (4, 7))]
     assert [p.shape[2] for p in parts] == [9, 4, 12]
-    assert torch.equal(torch.cat(parts, 2), one_shot)
+    # same math; only the conv batch size differs, so equal up to float32 rounding
+    assert torch.allclose(torch.cat(parts, 2), one_shot, atol=1e-5, rtol=0)
 
 
 def test_length_rule():

@@ -1,6 +1,7 @@
 """Train the shipped demo model (knot_core.demo) on procedural portraits, on the CPU, seeded and reproducible.
 
-    PYTHONPATH=. python train/train_demo.py --out knot_core/models --seed 0 --clips 600 --codec-steps 2000 --dit-steps 800 --batch 4
+    PYTHONPATH=. python train/train_demo.py --out knot_core/models --seed 0 --clips 600 \
+        --codec-steps 2000 --dit-steps 800 --batch 4 --threads 1
 
 Stage 1, codec: the small autoencoder of knot_core.demo_codec on 9-frame windows of rendered clips (L1 on
 pixels, latent noise injection so the decoder tolerates the DiT's imprecision); then per-channel latent
