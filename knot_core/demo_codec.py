@@ -7,7 +7,8 @@ possible with its 3D causal convolutions. This codec keeps what the engine relie
 stride (4, 8, 8), latent 0 = video frame 0 alone and latent k >= 1 = frames 4k-3 .. 4k (1 + 4(T-1) frames),
 latents normalised per channel (stored `latent_mean` / `latent_std`), and a causal `StreamingDecoder.decode`
 whose chunked output equals the one-shot decode (each latent is decoded from itself and its predecessor,
-the only state kept between calls). Convolutions are 2D over the 4 frames stacked as channels.
+the only state kept between calls). Convolutions are 2D over the 4 frames stacked as channels; 1x1 shortcuts
+carry 8x8 average colours into the latent and back (bilinear), so colours are learnt in a few hundred steps.
 Our own design; weights are trained by train/train_demo.py and ship in knot_core/models/demo_codec.safetensors.
 """
 
@@ -67,8 +68,10 @@ class DemoCodec(nn.Module):
         channels = 3 * FRAMES_PER_LATENT
         self.encoder = nn.Sequential(_conv(channels, c1), nn.SiLU(), _conv(c1, c2, 2), nn.SiLU(), _conv(c2, c3, 2),
                                      nn.SiLU(), _conv(c3, w, 2), ResBlock(w), nn.SiLU(), _conv(w, cfg.z_dim))
+        self.encoder_skip = nn.Conv2d(channels, cfg.z_dim, 1)  # 8x8 average colours straight into the latent
         self.decoder = nn.Sequential(_conv(2 * cfg.z_dim, w), ResBlock(w), ResBlock(w), Up(w, c3), ResBlock(c3),
                                      Up(c3, c2), Up(c2, c1), nn.SiLU(), _conv(c1, channels))
+        self.decoder_skip = nn.Conv2d(2 * cfg.z_dim, channels, 1)  # coarse colours, upsampled bilinearly
         self.register_buffer("latent_mean", torch.zeros(cfg.z_dim))
         self.register_buffer("latent_std", torch.ones(cfg.z_dim))
 
@@ -85,7 +88,8 @@ class DemoCodec(nn.Module):
     def encode_raw(self, video: Tensor) -> Tensor:
         """Un-normalised latent [B, 16, T, h, w]."""
         g = self.groups(video)  # (B, T, 12, H, W)
-        z = self.encoder(g.flatten(0, 1))  # (B*T, 16, h, w)
+        frames = g.flatten(0, 1)  # (B*T, 12, H, W)
+        z = self.encoder(frames) + self.encoder_skip(F.avg_pool2d(frames, 8))  # (B*T, 16, h, w)
         return z.view(g.shape[0], g.shape[1], *z.shape[1:]).transpose(1, 2)
 
     def encode(self, video: Tensor) -> Tensor:
@@ -94,7 +98,9 @@ class DemoCodec(nn.Module):
 
     def decode_pairs(self, z: Tensor, prev: Tensor) -> Tensor:
         """Un-normalised latents z and their predecessors prev [N, 16, h, w] -> 4 frames each [N, 4, 3, H, W]."""
-        out = self.decoder(torch.cat([z, prev], 1))  # (N, 12, H, W)
+        pair = torch.cat([z, prev], 1)  # (N, 32, h, w)
+        coarse = F.interpolate(self.decoder_skip(pair), scale_factor=8, mode="bilinear", align_corners=False)
+        out = self.decoder(pair) + coarse  # (N, 12, H, W): detail on top of the coarse colours
         return out.unflatten(1, (FRAMES_PER_LATENT, 3))
 
     def decode(self, latent: Tensor) -> Tensor:

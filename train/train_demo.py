@@ -1,7 +1,7 @@
 """Train the shipped demo model (knot_core.demo) on procedural portraits, on the CPU, seeded and reproducible.
 
     PYTHONPATH=. python train/train_demo.py --out knot_core/models --seed 0 --clips 600 \
-        --codec-steps 2000 --dit-steps 800 --batch 4 --threads 1
+        --codec-steps 800 --dit-steps 700 --batch 4 --threads 1
 
 Stage 1, codec: the small autoencoder of knot_core.demo_codec on 9-frame windows of rendered clips (L1 on
 pixels, latent noise injection so the decoder tolerates the DiT's imprecision); then per-channel latent
@@ -65,8 +65,8 @@ def to_video(clips: np.ndarray) -> torch.Tensor:
 
 def train_codec(codec: DemoCodec, videos: np.ndarray, steps: int, batch: int, seed: int) -> list[float]:
     rng = np.random.default_rng(seed + 1)
-    opt = torch.optim.AdamW(codec.parameters(), lr=3e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    opt = torch.optim.AdamW(codec.parameters(), lr=2e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
     losses = []
     for step in range(steps):
         idx = rng.integers(0, len(videos), batch)
@@ -213,8 +213,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("knot_core/models"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clips", type=int, default=600)
-    p.add_argument("--codec-steps", type=int, default=2000)
-    p.add_argument("--dit-steps", type=int, default=800)
+    p.add_argument("--codec-steps", type=int, default=800)
+    p.add_argument("--dit-steps", type=int, default=700)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
