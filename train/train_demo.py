@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from knot_core.checkpoints import load_dit
 from knot_core.config import LATENT_CHANNELS
-from knot_core.demo import DEMO_SAMPLER, DEMO_SIZE, DEMO_STREAM, build_demo_model
+from knot_core.demo import DEMO_SAMPLER, DEMO_SIZE, DEMO_STREAM, build_demo_model, load_codec
 from knot_core.demo_codec import DemoCodec
 from knot_core.driving import DrivingTokens
 from knot_core.faces import NUM_PARAMS, Portrait, render_video
@@ -136,12 +137,13 @@ def driving_rows(params: torch.Tensor, latents: int) -> torch.Tensor:
     return params[:, idx]
 
 
-def build_batch(lat: torch.Tensor, params: torch.Tensor, sched: FlowSchedule, gen: torch.Generator):
+def build_batch(lat: torch.Tensor, params: torch.Tensor, sched: FlowSchedule, gen: torch.Generator,
+                context_noise: float = 0.1):
     """Model input, timesteps, x0 target and driving features of a batch of clips (B, 16, 3M+1, h, w)."""
     b, ch, L, h, w = lat.shape
     c, span, m_chunks = DEMO_STREAM.chunk_len, DEMO_STREAM.span, CHUNKS
     ref = lat[:, :, -1:]  # the clip's last latent: the future-facing anchor
-    aug = torch.rand(b, 1, 1, 1, 1, generator=gen) * 0.1
+    aug = torch.rand(b, 1, 1, 1, 1, generator=gen) * context_noise
     noisy_ctx = lat + aug * torch.randn(lat.shape, generator=gen)  # imperfect context / knots
     ctx = noisy_ctx[:, :, : c * m_chunks]
     chunk_ids = torch.arange(m_chunks)[:, None] * c + torch.arange(span)[None]  # (M, 4) latent indices
@@ -170,7 +172,7 @@ def build_batch(lat: torch.Tensor, params: torch.Tensor, sched: FlowSchedule, ge
 
 
 def train_dit(model, latents: torch.Tensor, params: torch.Tensor, steps: int, batch: int, seed: int,
-              checkpoint: Path | None = None) -> list[float]:
+              checkpoint: Path | None = None, context_noise: float = 0.1, adapter_lr_mult: float = 1.0) -> list[float]:
     gen = torch.Generator().manual_seed(seed + 2)
     sched = FlowSchedule(DEMO_STREAM.shift)
     pos, frame_mask = sequence_layout(CHUNKS)
@@ -179,12 +181,16 @@ def train_dit(model, latents: torch.Tensor, params: torch.Tensor, steps: int, ba
     active = torch.ones(len(pos), dtype=torch.bool)
     active[:CHUNKS] = False  # reference copies carry no driving signal
     adapter = model.driving["motion"]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-    lr = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.1)
+    adapter_params = list(adapter.parameters())
+    ids = {id(q) for q in adapter_params}
+    groups = [{"params": [q for q in model.parameters() if id(q) not in ids]}, {"params": adapter_params}]
+    max_lr = [1e-3, 1e-3 * adapter_lr_mult]
+    opt = torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.01)
+    lr = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps, pct_start=0.1)
     text_kv_fn, losses, n_noisy = model.encode_text, [], CHUNKS * DEMO_STREAM.span
     for step in range(steps):
         idx = torch.randint(0, len(latents), (batch,), generator=gen)
-        x_in, t, x0, sigma, feats = build_batch(latents[idx], params[idx], sched, gen)
+        x_in, t, x0, sigma, feats = build_batch(latents[idx], params[idx], sched, gen, context_noise)
         driving = DrivingTokens({"motion": adapter.encode(feats)}, active)
         v = model(x_in, t, frame_positions=pos, text_kv=text_kv_fn(None, batch), attn_mask=attn_mask,
                   driving=driving)[:, :, -n_noisy:]  # (B, 16, 4M, h, w)
@@ -217,6 +223,9 @@ def main() -> None:
     p.add_argument("--dit-steps", type=int, default=700)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--context-noise", type=float, default=0.1, help="max std of the noise on context/knot latents")
+    p.add_argument("--adapter-lr-mult", type=float, default=1.0, help="learning-rate factor of the motion adapter")
+    p.add_argument("--init-from", type=Path, help="fine-tune: start from demo.safetensors/demo_codec.safetensors here")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -224,17 +233,23 @@ def main() -> None:
     started = time.perf_counter()
     videos, params = make_clips(args.clips, args.seed, 1 + 4 * DEMO_STREAM.chunk_len * CHUNKS)
     log.info("rendered %d clips in %.0f s", len(videos), time.perf_counter() - started)
-    codec = DemoCodec()
-    codec_losses = train_codec(codec, videos, args.codec_steps, 12, args.seed)
-    codec.eval()
-    latents = encode_all(codec, videos)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.init_from is None:
+        codec = DemoCodec()
+        codec_losses = train_codec(codec, videos, args.codec_steps, 12, args.seed)
+        codec.eval()
+    else:  # fine-tune: the codec of the earlier run stays as it is (its latent statistics are recomputed alike)
+        codec, codec_losses = load_codec(args.init_from / "demo_codec.safetensors"), []
+    latents = encode_all(codec, videos)
     save_file({k: v.contiguous() for k, v in codec.state_dict().items()}, str(args.out / "demo_codec.safetensors"),
               metadata={"format": "knot_forcing.demo_codec.v1"})
     codec_s = time.perf_counter() - started
-    model = build_demo_model(args.seed)
+    if args.init_from is None:
+        model = build_demo_model(args.seed)
+    else:
+        model = load_dit(args.init_from / "demo.safetensors", dtype=torch.float32)[0].requires_grad_(True).train()
     dit_losses = train_dit(model, latents, torch.from_numpy(params), args.dit_steps, args.batch, args.seed,
-                           args.out / "demo.safetensors")
+                           args.out / "demo.safetensors", args.context_noise, args.adapter_lr_mult)
     model.eval()
     save_knot_model(model, args.out / "demo.safetensors", sampler=DEMO_SAMPLER)
     wall = time.perf_counter() - started
