@@ -1,0 +1,31 @@
+"""ComfyUI nodes of Knot Forcing (classic API): each converts inputs, calls knot_core, converts outputs.
+
+Importing this package touches no ComfyUI module; host services are reached through `host.py`
+when a node runs.
+"""
+
+from __future__ import annotations
+
+from .model_nodes import (
+    KnotForcingEncodeReference,
+    KnotForcingModelLoader,
+    KnotForcingVAEFromComfy,
+    KnotForcingVAELoader,
+)
+from .settings_nodes import KnotForcingKnotSettings, KnotForcingRunningAhead
+from .stream_nodes import KnotForcingStreamingSampler
+
+NODE_CLASSES = {
+    "KnotForcingModelLoader": (KnotForcingModelLoader, "Knot Forcing Model Loader"),
+    "KnotForcingVAELoader": (KnotForcingVAELoader, "Knot Forcing VAE Loader"),
+    "KnotForcingVAEFromComfy": (KnotForcingVAEFromComfy, "Knot Forcing VAE (from Load VAE)"),
+    "KnotForcingEncodeReference": (KnotForcingEncodeReference, "Knot Forcing Encode Reference"),
+    "KnotForcingKnotSettings": (KnotForcingKnotSettings, "Knot Settings"),
+    "KnotForcingRunningAhead": (KnotForcingRunningAhead, "Knot Running Ahead"),
+    "KnotForcingStreamingSampler": (KnotForcingStreamingSampler, "Knot Forcing Streaming Sampler"),
+}
+
+NODE_CLASS_MAPPINGS = {name: cls for name, (cls, _) in NODE_CLASSES.items()}
+NODE_DISPLAY_NAME_MAPPINGS = {name: title for name, (_, title) in NODE_CLASSES.items()}
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
