@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import time
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -26,6 +25,8 @@ JPEG_QUALITY = 70
 
 def jpeg_base64(frame: np.ndarray, max_side: int = EVENT_MAX_SIDE) -> str:
     """RGB uint8 [H, W, 3] -> base64 JPEG, downscaled so the longer side is at most max_side."""
+    import cv2  # only when a render reports; keeps the pack's import cheap
+
     h, w = frame.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     if scale < 1.0:
