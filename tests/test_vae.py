@@ -92,7 +92,7 @@ def _causal(conv: CausalConv3d, x: torch.Tensor) -> torch.Tensor:
     """A causal conv over a whole sequence: zero frames in front (kernel - 1), 'same' in space."""
     kt, kh, kw = conv.kernel_size
     x = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2, kt - 1, 0))
-    return F.conv3d(x, conv.weight, conv.bias, stride=conv.stride)
+    return F.conv3d(x, conv.weight, conv.bias, stride=conv.stride)  # explicit padding, unlike the module
 
 
 def _rms(norm, x):
