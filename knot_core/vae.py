@@ -2,7 +2,7 @@
 
 Reference: `wan/modules/vae.py` in Wan-Video/Wan2.1 (`WanVAE_` with dim 96, z 16, mult [1,2,4,4], 2 residual
 blocks, temporal downsampling [False, True, True]). Weight-compatible with `wan_2.1_vae.safetensors` and the
-original `Wan2.1_VAE.pth` (194 tensors, ~127M parameters); ComfyUI's `comfy/ldm/wan/vae.py` uses the same keys.
+original `Wan2.1_VAE.pth` (194 tensors, 126,892,531 parameters); ComfyUI's `comfy/ldm/wan/vae.py` uses the same keys.
 
 Semantics follow the original exactly:
 - encode: frame 0 alone, then chunks of 4 frames, through one causal state; μ is the first half of `conv1`.

@@ -288,7 +288,12 @@ def test_load_safetensors_with_or_without_prefix(vae, tmp_path, prefix):
 def test_load_casts_dtype_and_reads_pth_and_state_dicts(vae, tmp_path):
     path = tmp_path / "Wan2.1_VAE.pth"
     torch.save(vae.state_dict(), path)
-    _assert_same_weights(load_vae(path, dtype=torch.bfloat16), vae, torch.bfloat16)
+    half = load_vae(path, dtype=torch.bfloat16)
+    _assert_same_weights(half, vae, torch.bfloat16)
+    z = _latent(2)
+    frames = half.decode(z)  # bf16 weights, float32 frames out
+    assert frames.dtype == torch.float32 and frames.shape == (1, 3, 5, 16, 24)
+    assert (frames - vae.decode(z)).abs().max() < 0.1
     sd = vae.state_dict()
     shared = load_vae(sd)  # e.g. the weights of a VAE ComfyUI already loaded: no copy when dtype/device match
     assert shared.conv2.weight.data_ptr() == sd["conv2.weight"].data_ptr()
