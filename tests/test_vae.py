@@ -320,6 +320,9 @@ def test_load_errors_say_what_the_file_is(vae, tmp_path):
         load_vae({**sd, "conv2.weight": torch.zeros(48, 48, 1, 1, 1)})
     with pytest.raises(CheckpointError, match="not found"):
         load_vae(tmp_path / "missing.safetensors")
+    torch.save({"generator": {"model.patch_embedding.weight": torch.zeros(2)}}, tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match="model.pt: this looks like a Self Forcing / CausVid-style training"):
+        load_vae(tmp_path / "model.pt")
 
 
 def test_load_truncated_file_is_a_clear_error(vae, tmp_path):
