@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 AVATAR_FPS = 25.0  # AvatarForcing features and output are at 25 fps
 NORM_EPS = 1e-7  # as Hugging Face's zero_mean_unit_var_norm
-STATS_BLOCK = 1 << 20  # samples per block of the streaming GroupNorm-statistics pass
+STATS_BLOCK = 1 << 17  # samples per block of the streaming statistics passes (8 s at 16 kHz)
 
 
 def _import_transformers():
@@ -112,9 +112,17 @@ def load_wav2vec2(path: str | Path, device: str | torch.device = "cpu") -> nn.Mo
 
 
 def normalise_waveform(wave: Tensor) -> Tensor:
-    """Zero mean, unit variance over the whole clip (as wav2vec2-base-960h was fed in training)."""
-    wave = wave.to(torch.float64)
-    return ((wave - wave.mean()) / torch.sqrt(wave.var(unbiased=False) + NORM_EPS)).to(torch.float32)
+    """Zero mean, unit variance over the whole clip (as wav2vec2-base-960h was fed in training).
+
+    Moments are summed in float64 block by block, so no float64 copy of an hour of audio is made.
+    """
+    total = sq = 0.0
+    for block in wave.split(STATS_BLOCK):
+        total += float(block.sum(dtype=torch.float64))
+        sq += float(block.to(torch.float64).square().sum())
+    mean = total / wave.numel()
+    var = max(sq / wave.numel() - mean * mean, 0.0)
+    return ((wave.to(torch.float32) - mean) / math.sqrt(var + NORM_EPS)).to(torch.float32)  # [N]
 
 
 @dataclass(frozen=True)
@@ -170,9 +178,10 @@ class Wav2Vec2Features:
             seg = wave[start:start + step + k - s].to(self.device)
             if seg.numel() < k:
                 break
-            h = conv(seg[None, None]).to(torch.float64)[0]  # [C, n]
-            total = h.sum(1) if total is None else total + h.sum(1)
-            sq = (h * h).sum(1) if sq is None else sq + (h * h).sum(1)
+            h = conv(seg[None, None])[0]  # [C, n]
+            part, part_sq = h.sum(1, dtype=torch.float64), h.square().sum(1, dtype=torch.float64)
+            total = part if total is None else total + part
+            sq = part_sq if sq is None else sq + part_sq
             count += h.shape[1]
         assert count > 0, "callers check the clip holds at least one wav2vec2 frame"
         mean = total / count
@@ -224,7 +233,7 @@ class Wav2Vec2Features:
         a, b = j0 * s, (j1 - 1) * s + field
         segment = F.pad(wave[a:min(b, wave.numel())], (0, max(0, b - wave.numel())))  # [b-a]
         conv = self._conv_features(segment, stats)  # [C, j1-j0]
-        left = (pos.floor().long() - j0).clamp(max=conv.shape[1] - 1)  # [n]
+        left = (pos.floor().long() - j0).clamp(max=conv.shape[1] - 1).to(conv.device)  # [n]
         right = (left + 1).clamp(max=conv.shape[1] - 1)
         frac = (pos - pos.floor()).to(conv.dtype).to(conv.device)  # [n]
         interp = conv[:, left] * (1 - frac) + conv[:, right] * frac  # [C, n]
@@ -277,6 +286,10 @@ class AudioSignal(DrivingSignal):
     @property
     def row_shape(self) -> tuple[int, ...]:
         return (self.features.feature_dim,)
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
 
     def video_frames_of_latent(self, k: int) -> list[int]:
         """AvatarForcing: latent 0 -> the zero row ×4; latent k >= 1 -> rows 4k-3..4k = video frames 4k-4..4k-1."""
