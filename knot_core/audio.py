@@ -26,7 +26,7 @@ TARGET_SAMPLE_RATE = 16_000  # wav2vec2 input rate
 ZERO_CROSSINGS = 24  # sinc lobes on each side of the filter centre, at the output's band edge
 ROLLOFF = 0.945  # pass band as a fraction of the lower Nyquist frequency
 KAISER_BETA = 12.0  # ~ -100 dB side lobes for the window itself
-OUTPUT_BLOCK = 1 << 16  # output samples computed per gather (bounds the [block, taps] index tensor)
+OUTPUT_BLOCK = 1 << 14  # output samples computed per gather (bounds the [block, taps] index tensor)
 DECODE_BLOCK = 1 << 16  # input samples gathered from the decoder before each resampler push
 
 
