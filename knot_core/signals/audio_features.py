@@ -61,8 +61,11 @@ def _config_from_state(state: dict[str, Tensor]):
                               "encoder.layers / feature_projection keys); give wav2vec2-base-960h")
     conv_w = [state[f"feature_extractor.conv_layers.{i}.conv.weight"] for i in convs]
     hidden = state["feature_projection.projection.weight"].shape[0]
-    pos = next(v for k, v in state.items() if k.startswith("encoder.pos_conv_embed.conv.") and v.ndim == 3
-               and v.shape[0] == hidden)
+    pos = next((v for k, v in state.items() if k.startswith("encoder.pos_conv_embed.conv.") and v.ndim == 3
+                and v.shape[0] == hidden), None)
+    if pos is None:
+        raise CheckpointError("the wav2vec2 file has no positional conv weights (encoder.pos_conv_embed.conv.*); "
+                              "give a complete wav2vec2-base-960h")
     group_norm = "feature_extractor.conv_layers.0.layer_norm.weight" in state and \
         "feature_extractor.conv_layers.1.layer_norm.weight" not in state
     # Strides of wav2vec2 convs are not stored; the base front end (5,2,2,2,2,2,2) is the only one in use.
@@ -231,8 +234,10 @@ class Wav2Vec2Features:
         j1 = int(pos[-1].floor()) + 2  # one past the last conv frame read (the right neighbour)
         s, field = self.geometry.stride, self.geometry.field
         a, b = j0 * s, (j1 - 1) * s + field
-        segment = F.pad(wave[a:min(b, wave.numel())], (0, max(0, b - wave.numel())))  # [b-a]
+        real = wave[min(a, wave.numel()):min(b, wave.numel())]  # past the clip: silence
+        segment = F.pad(real, (0, (b - a) - real.numel()))  # [b-a]
         conv = self._conv_features(segment, stats)  # [C, j1-j0]
+        assert conv.shape[1] == j1 - j0, "a segment of (n-1)·stride + field samples gives n conv frames"
         left = (pos.floor().long() - j0).clamp(max=conv.shape[1] - 1).to(conv.device)  # [n]
         right = (left + 1).clamp(max=conv.shape[1] - 1)
         frac = (pos - pos.floor()).to(conv.dtype).to(conv.device)  # [n]
@@ -290,6 +295,11 @@ class AudioSignal(DrivingSignal):
     @property
     def device(self) -> torch.device:
         return self.features.device
+
+    @property
+    def cached_windows(self) -> int:
+        """Windows of rows held now (at most cache_windows: memory does not grow with the clip)."""
+        return len(self._cache)
 
     def video_frames_of_latent(self, k: int) -> list[int]:
         """AvatarForcing: latent 0 -> the zero row ×4; latent k >= 1 -> rows 4k-3..4k = video frames 4k-4..4k-1."""
