@@ -13,7 +13,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import torch
+
 from .config import LATENT_CHANNELS, StreamConfig
+from .driving import encode_driving
 from .errors import InputError
 from .pipeline import latent_frames_for, video_frames_for
 
@@ -89,3 +92,10 @@ def check_vae_pair(model_out_channels: int, vae_z_dim: int) -> None:
         raise InputError(f"the VAE has {vae_z_dim} latent channels but the model works in {model_out_channels} "
                          f"(the Wan2.1 VAE has {LATENT_CHANNELS}; the Wan2.2 VAE has 48); load wan_2.1_vae."
                          "safetensors for this model")
+
+
+@torch.no_grad()
+def preflight_signals(model, signals, device: torch.device | str) -> None:
+    """Encode latent frame 0 of every driving signal through the model's adapters (features of the wrong
+    kind or size fail here, before the output file exists); the signals cache what they compute."""
+    encode_driving(model.driving, signals, 0, 1, device)

@@ -13,6 +13,12 @@ from .model_nodes import (
     KnotForcingVAELoader,
 )
 from .settings_nodes import KnotForcingKnotSettings, KnotForcingRunningAhead
+from .signal_nodes import (
+    KnotForcingAudioEncoderLoader,
+    KnotForcingAudioSignal,
+    KnotForcingExpressionSignal,
+    KnotForcingPoseSignal,
+)
 from .stream_nodes import KnotForcingStreamingSampler
 
 NODE_CLASSES = {
@@ -22,6 +28,10 @@ NODE_CLASSES = {
     "KnotForcingEncodeReference": (KnotForcingEncodeReference, "Knot Forcing Encode Reference"),
     "KnotForcingKnotSettings": (KnotForcingKnotSettings, "Knot Settings"),
     "KnotForcingRunningAhead": (KnotForcingRunningAhead, "Knot Running Ahead"),
+    "KnotForcingAudioEncoderLoader": (KnotForcingAudioEncoderLoader, "Knot Forcing wav2vec2 Loader"),
+    "KnotForcingAudioSignal": (KnotForcingAudioSignal, "Knot Audio Signal"),
+    "KnotForcingPoseSignal": (KnotForcingPoseSignal, "Knot Pose Signal"),
+    "KnotForcingExpressionSignal": (KnotForcingExpressionSignal, "Knot Expression Signal"),
     "KnotForcingStreamingSampler": (KnotForcingStreamingSampler, "Knot Forcing Streaming Sampler"),
 }
 

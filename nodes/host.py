@@ -63,6 +63,11 @@ class StandaloneHost:
                 return root / name
         return None
 
+    def input_file(self, name: str) -> Path:
+        """A user file: absolute, or relative to the input folder ($KNOTFORCING_INPUT_DIR, default ./input)."""
+        path = Path(name).expanduser()
+        return path if path.is_absolute() else Path(os.environ.get("KNOTFORCING_INPUT_DIR", "input")) / path
+
     def register_model_folder(self) -> None:
         """Standalone: folders come from $KNOTFORCING_MODELS_DIR; nothing to register."""
 
@@ -122,6 +127,10 @@ class ComfyHost(StandaloneHost):
             return None
         found = self.fp.get_full_path(folder, name)
         return Path(found) if found else None
+
+    def input_file(self, name: str) -> Path:
+        path = Path(name).expanduser()
+        return path if path.is_absolute() else Path(self.fp.get_input_directory()) / path
 
     def register_model_folder(self) -> None:
         """Add models/knot_forcing without dropping paths already set for it (extra_model_paths.yaml)."""

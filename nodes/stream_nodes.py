@@ -63,7 +63,7 @@ class KnotForcingStreamingSampler:
                max_image_frames: int, settings: KnotSettings | None = None, text=None, signals: Signals | None = None,
                unique_id: str | None = None):
         from knot_core.pipeline import render_to_file
-        from knot_core.render_plan import check_vae_pair, chunks_for, plan_frames
+        from knot_core.render_plan import check_vae_pair, chunks_for, plan_frames, preflight_signals
         from knot_core.stream import StreamInputs, validate_inputs
 
         if reference is None:
@@ -76,6 +76,7 @@ class KnotForcingStreamingSampler:
         frames = plan_frames(cfg, fps, length, length_unit, signals.available_latent_frames())
         check_vae_pair(model.info.config.out_dim, vae.config.z_dim)
         validate_inputs(model.model, cfg, inputs)
+        preflight_signals(model.model, signals.items, model.model.patch_embedding.weight.device)
         path, subfolder = h.output_file(filename_prefix, "mp4")
         report = ChunkReporter(h, unique_id, chunks=chunks_for(cfg, frames), fps=fps, knot_len=cfg.knot_len,
                                keep_frames=frames <= max_image_frames)

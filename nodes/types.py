@@ -81,14 +81,10 @@ class Signals:
     audio: tuple[Tensor, int] | None = None  # (waveform [C, N], sample rate) as given, for the MP4
 
     def add(self, signal: Any, audio: tuple[Tensor, int] | None = None) -> Signals:
-        from knot_core.errors import InputError
+        """A copy with one more signal (SignalSet refuses two of a kind and mixed frame rates)."""
+        from knot_core.signals import SignalSet
 
-        if any(s.name == signal.name for s in self.items):
-            raise InputError(f"two '{signal.name}' signals are chained; connect at most one signal of each kind")
-        if self.items and self.items[0].fps != signal.fps:
-            raise InputError(f"the {signal.name} signal is at {signal.fps:g} fps but the chained "
-                             f"{self.items[0].name} signal is at {self.items[0].fps:g} fps; set the same fps on "
-                             "every signal node (it is the video's frame rate)")
+        SignalSet(self.items + (signal,))
         return replace(self, items=self.items + (signal,), audio=audio if audio is not None else self.audio)
 
     @property
@@ -96,5 +92,6 @@ class Signals:
         return self.items[0].fps if self.items else None
 
     def available_latent_frames(self) -> int | None:
-        bounded = [n for s in self.items if (n := s.available_latent_frames()) is not None]
-        return min(bounded) if bounded else None
+        from knot_core.signals import SignalSet
+
+        return SignalSet(self.items).available_latent_frames()
