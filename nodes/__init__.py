@@ -9,6 +9,7 @@ from __future__ import annotations
 from .model_nodes import (
     KnotForcingEncodeReference,
     KnotForcingModelLoader,
+    KnotForcingNoReference,
     KnotForcingVAEFromComfy,
     KnotForcingVAELoader,
 )
@@ -26,6 +27,7 @@ NODE_CLASSES = {
     "KnotForcingVAELoader": (KnotForcingVAELoader, "Knot Forcing VAE Loader"),
     "KnotForcingVAEFromComfy": (KnotForcingVAEFromComfy, "Knot Forcing VAE (from Load VAE)"),
     "KnotForcingEncodeReference": (KnotForcingEncodeReference, "Knot Forcing Encode Reference"),
+    "KnotForcingNoReference": (KnotForcingNoReference, "Knot Forcing No Reference (size only)"),
     "KnotForcingKnotSettings": (KnotForcingKnotSettings, "Knot Settings"),
     "KnotForcingRunningAhead": (KnotForcingRunningAhead, "Knot Running Ahead"),
     "KnotForcingAudioEncoderLoader": (KnotForcingAudioEncoderLoader, "Knot Forcing wav2vec2 Loader"),

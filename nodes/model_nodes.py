@@ -154,3 +154,25 @@ class KnotForcingEncodeReference:
         latent = encode_image(vae, pixels).float()  # (1, 16, 1, h/8, w/8)
         mask = None if keep_mask is None else frame_mask(keep_mask, (ih, iw), plan, tuple(latent.shape[-2:]))
         return (Reference(latent, h, w, mask),)
+
+
+class KnotForcingNoReference:
+    DESCRIPTION = ("No photo: only the video size, for text-driven models (Self Forcing family). Models that anchor "
+                   "on a reference (Knot Forcing, AvatarForcing) refuse it with a clear message.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (KNOT_REFERENCE,)
+    RETURN_NAMES = ("reference",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        def side(default: int) -> tuple:
+            return ("INT", {"default": default, "min": 16, "max": 4096, "step": 16, "tooltip": "A multiple of 16."})
+
+        return {"required": {"width": side(832), "height": side(480)}}
+
+    def make(self, width: int, height: int):
+        if width % 16 or height % 16:
+            raise InputError(f"video size {width}x{height}; both sides must be multiples of 16 (VAE stride 8 x DiT "
+                             f"patch 2), e.g. {width // 16 * 16}x{height // 16 * 16}")
+        return (Reference(None, height, width),)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from knot_core.config import StreamConfig
+from knot_core.config import VAE_STRIDE, StreamConfig
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -37,15 +37,17 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class Reference:
-    """The encoded reference photo at the video size."""
+    """The encoded reference photo at the video size (latent None: no photo, the size only)."""
 
-    latent: Tensor  # (1, 16, 1, h, w) normalised latent
+    latent: Tensor | None  # (1, 16, 1, h, w) normalised latent
     height: int  # video size in pixels
     width: int
     keep_mask: Tensor | None = None  # (h, w) in 0..1, 1 = keep the reference there
 
     @property
     def latent_size(self) -> tuple[int, int]:
+        if self.latent is None:
+            return self.height // VAE_STRIDE[1], self.width // VAE_STRIDE[2]
         return int(self.latent.shape[-2]), int(self.latent.shape[-1])
 
 

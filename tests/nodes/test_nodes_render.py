@@ -199,7 +199,20 @@ def test_bad_inputs_fail_before_sampling(models_dir, recording_host):
         _render(model, vae, None)
     with pytest.raises(InputError, match="no driving signal with an end"):
         _render(model, vae, ref, length_unit="signal")
+    size_only = N["KnotForcingNoReference"]().make(32, 32)[0]
+    with pytest.raises(InputError, match="anchors on a reference image but none was given"):
+        _render(model, vae, size_only)
+    with pytest.raises(InputError, match="multiples of 16"):
+        N["KnotForcingNoReference"]().make(40, 32)
     assert not any(out_dir.rglob("*.mp4")) and not recording_host.events
+
+
+def test_text_only_model_without_a_reference(models_dir, recording_host):
+    t2v, _ = _load("tiny_t2v.safetensors")
+    out = _render(t2v, _vae(), N["KnotForcingNoReference"]().make(48, 32)[0], length=9, length_unit="frames",
+                  text=[[torch.randn(1, 4, 32), {}]])
+    info = probe(out["result"][0])
+    assert (info.frames, info.width, info.height) == (9, 48, 32)
 
 
 def test_model_is_freed_after_a_render(models_dir):
