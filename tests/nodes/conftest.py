@@ -16,10 +16,22 @@ from knot_core.config import PRESETS, StreamConfig
 from knot_core.dit import KnotDiT
 from knot_core.model_file import SamplerDefaults
 from knot_core.vae import VAEConfig, WanVAE
-from nodes.host import StandaloneHost, use_host
+from nodes.host import Progress, StandaloneHost, use_host
 
 TINY_STREAM = StreamConfig(steps=(1000, 500), ahead_init=4, ahead_step=3)
 TINY_SAMPLER = SamplerDefaults(TINY_STREAM, fps=16, resolution=(32, 32))
+
+
+class RecordingProgress(Progress):
+    """Keeps the preview frame of every update (the last frame of each chunk, exact uint8)."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.previews = []
+
+    def update(self, done, preview=None):
+        super().update(done, preview)
+        self.previews.append(preview)
 
 
 class RecordingHost(StandaloneHost):
@@ -33,7 +45,7 @@ class RecordingHost(StandaloneHost):
         self.interrupt_after = interrupt_after
 
     def progress(self, total, node_id):
-        bar = super().progress(total, node_id)
+        bar = RecordingProgress(total, node_id, None)
         self.progress_bars.append(bar)
         return bar
 

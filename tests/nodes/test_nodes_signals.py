@@ -111,8 +111,8 @@ def test_pose_signals_and_feature_mismatch_caught_before_sampling(models_dir, re
     with pytest.raises(InputError, match="pose cross-attention adapter: features"):
         _render(model, vae, ref, keypoints)  # keypoint rows (390 values) into a pose-map adapter (768)
     assert not recording_host.events
-    out = _render(model, vae, ref, maps, length=20, length_unit="frames")
-    assert probe(out["result"][0]).frames == 20
+    out = _render(model, vae, ref, maps, length=9, length_unit="frames")
+    assert probe(out["result"][0]).frames == 9
 
 
 def test_expression_signal_and_chaining(models_dir, tmp_path, monkeypatch):
