@@ -25,7 +25,7 @@ from .errors import ConfigError, InputError
 from .state import StreamState
 from .stream import StreamInputs, start_stream
 from .vae import StreamingDecoder, WanVAE
-from .video_writer import AAC_SAMPLE_RATES, VideoWriter
+from .video_writer import AAC_SAMPLE_RATES, OutputError, VideoWriter
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +61,31 @@ class RenderSession:
 
     def save(self, state_file: Path, state: StreamState, decoder: StreamingDecoder, frames_written: int) -> None:
         """Stream + decoder state after `frames_written` frames, replaced atomically."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file, save_file
 
+        from .render import RESUME_FORMAT
+
         part = state_file.with_name(state_file.name + ".stream")
-        state.save(part, self.cfg)
-        with safe_open(str(part), "pt") as f:
-            meta = dict(f.metadata() or {})
-        tensors = load_file(str(part))
-        tensors.update({f"decoder.{k}": v.detach().cpu().contiguous() for k, v in decoder.state_tensors().items()})
-        meta["render"] = json.dumps({"format": "knot_forcing.render_resume.v1", "frames_written": frames_written,
-                                     "job": self.fingerprint})
         tmp = state_file.with_name(state_file.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(state_file)  # a crash mid-save keeps the previous state
-        part.unlink(missing_ok=True)
+        try:  # StreamState writes its own file; the decoder's tensors and the cursor are added to a copy
+            state.save(part, self.cfg)
+            with safe_open(str(part), "pt") as f:
+                meta = dict(f.metadata() or {})
+            tensors = load_file(str(part))
+            tensors.update({f"decoder.{k}": v.detach().cpu().contiguous()
+                            for k, v in decoder.state_tensors().items()})
+            meta["render"] = json.dumps({"format": RESUME_FORMAT, "frames_written": frames_written,
+                                         "job": self.fingerprint})
+            save_file(tensors, str(tmp), metadata=meta)
+            tmp.replace(state_file)  # a crash mid-save keeps the previous state
+        except (OSError, SafetensorError) as err:
+            raise OutputError(f"cannot save the resume state {str(state_file)!r} ({err}); {self.job.out} holds "
+                              f"{frames_written} frames and is playable. Free disk space or choose another "
+                              "location") from err
+        finally:
+            part.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
         log.debug("saved resume state at frame %d to %s", frames_written, state_file)
 
     def _load(self, state_file: Path, state: StreamState, decoder: StreamingDecoder) -> int:
@@ -87,7 +97,9 @@ class RenderSession:
                 decoder_tensors = {k[8:]: f.get_tensor(k) for k in f.keys() if k.startswith("decoder.")}
         except Exception as err:  # noqa: BLE001 - any unreadable file gets the same message
             raise InputError(f"cannot read resume state {str(state_file)!r}: {err}") from err
-        if not isinstance(render, dict) or "frames_written" not in render:
+        from .render import RESUME_FORMAT
+
+        if not isinstance(render, dict) or render.get("format") != RESUME_FORMAT:
             raise InputError(f"{str(state_file)!r} is not a render resume state; render again with --overwrite")
         saved = render["job"]
         if saved != self.fingerprint:
