@@ -178,3 +178,14 @@ def test_job_from_mapping_reads_flags_and_settings(files, tmp_path):
     assert j.reference == tmp_path / "r.png" and j.name == "o.mp4"
     with pytest.raises(ConfigError, match="unknown job key 'sped'"):
         RenderJob.from_mapping({"reference": "r", "model": "m", "vae": "v", "out": "o.mp4", "sped": 1})
+
+
+def test_iter_frames_yields_the_frames_render_writes(files, tmp_path):
+    from knot_core.api import iter_frames
+
+    written = []
+    render(job(files, tmp_path / "w.mp4", frames=21), on_chunk=lambda p: written.append(p.frames))
+    streamed = [c.frames for c in iter_frames(job(files, tmp_path / "unused.mp4", frames=21))]
+    assert [f.shape for f in streamed] == [(9, 32, 32, 3), (12, 32, 32, 3)]
+    assert all(torch.equal(a, b) for a, b in zip(streamed, written, strict=True))
+    assert not (tmp_path / "unused.mp4").exists()
