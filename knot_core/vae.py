@@ -2,7 +2,7 @@
 
 Reference: `wan/modules/vae.py` in Wan-Video/Wan2.1 (`WanVAE_` with dim 96, z 16, mult [1,2,4,4], 2 residual
 blocks, temporal downsampling [False, True, True]). Weight-compatible with `wan_2.1_vae.safetensors` and the
-original `Wan2.1_VAE.pth` (194 tensors, ~127M parameters); ComfyUI's `comfy/ldm/wan/vae.py` uses the same keys.
+original `Wan2.1_VAE.pth` (194 tensors, 126,892,531 parameters); ComfyUI's `comfy/ldm/wan/vae.py` uses the same keys.
 
 Semantics follow the original exactly:
 - encode: frame 0 alone, then chunks of 4 frames, through one causal state; μ is the first half of `conv1`.
@@ -323,11 +323,21 @@ class _SafetensorsView(Mapping):
             raise KeyError(key)
         return self._handle.get_tensor(key)
 
+    def shape(self, key: str) -> tuple[int, ...]:
+        """From the header, without reading the data."""
+        return tuple(self._handle.get_slice(key).get_shape())
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+def _shape(tensors: Mapping[str, Tensor], key: str) -> tuple[int, ...] | None:
+    if key not in tensors:
+        return None
+    return tensors.shape(key) if isinstance(tensors, _SafetensorsView) else tuple(tensors[key].shape)
 
 
 @contextmanager
@@ -374,12 +384,12 @@ def _vae_prefix(name: str, keys: list[str]) -> str:
 
 
 def _config_from(name: str, tensors: Mapping[str, Tensor], prefix: str) -> VAEConfig:
-    conv2 = tensors.get(prefix + "conv2.weight")
-    if conv2 is not None and conv2.shape[0] != LATENT_CHANNELS:
-        raise CheckpointError(f"{name}: a VAE with {conv2.shape[0]} latent channels (the Wan2.2 VAE has 48); "
+    conv2 = _shape(tensors, prefix + "conv2.weight")
+    if conv2 and conv2[0] != LATENT_CHANNELS:
+        raise CheckpointError(f"{name}: a VAE with {conv2[0]} latent channels (the Wan2.2 VAE has 48); "
                               f"Knot Forcing runs on the Wan2.1 latent space ({LATENT_CHANNELS}); {VAE_FILE_HINT}")
-    conv_in = tensors.get(prefix + "encoder.conv1.weight")
-    return VAEConfig(dim=conv_in.shape[0]) if conv_in is not None and conv_in.ndim == 5 else VAEConfig()
+    conv_in = _shape(tensors, prefix + "encoder.conv1.weight")  # (dim, 3, 3, 3, 3)
+    return VAEConfig(dim=conv_in[0]) if conv_in and len(conv_in) == 5 and conv_in[0] > 0 else VAEConfig()
 
 
 def _check_keys(name: str, expected: Mapping[str, Tensor], tensors: Mapping[str, Tensor], prefix: str) -> None:
@@ -391,7 +401,7 @@ def _check_keys(name: str, expected: Mapping[str, Tensor], tensors: Mapping[str,
                               f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}; "
                               f"{VAE_FILE_HINT}")
     for key, ref in expected.items():
-        shape = tuple(tensors[prefix + key].shape)
+        shape = _shape(tensors, prefix + key)
         if shape != tuple(ref.shape):
             raise CheckpointError(f"{name}: tensor {prefix + key} has shape {shape}; the Wan2.1 VAE needs "
                                   f"{tuple(ref.shape)}; {VAE_FILE_HINT}")
