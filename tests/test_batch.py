@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from test_render import write_tiny_files
+from test_render import one_thread, write_tiny_files  # noqa: F401 - autouse fixture
 
 from knot_core.batch import format_summary, load_jobs, run_jobs
 from knot_core.cli import main

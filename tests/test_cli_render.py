@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors import safe_open
-from test_render import FRAMES, decoded, job, write_tiny_files
+from test_render import FRAMES, decoded, job, one_thread, write_tiny_files  # noqa: F401 - autouse fixture
 
 from knot_core.cli import main
 from knot_core.render import render, state_path
