@@ -1,8 +1,9 @@
 """Run batch jobs on a Ray cluster (optional dependency `ray`, imported only here).
 
 Each job is one Ray task running `batch.run_one` on a node; a task asks for one GPU when the cluster
-has any, so Ray spreads the jobs over the GPUs of every node. Paths in the jobs must exist on the
-nodes (a shared file system), and outputs are written there.
+has any, so Ray spreads the jobs over the GPUs of every node. knot_core must be installed on every node
+and the jobs' paths must exist there (a shared file system); outputs are written there. Address `local`
+starts a throw-away Ray instance on this machine; `auto` joins the cluster this machine belongs to.
 """
 
 from __future__ import annotations

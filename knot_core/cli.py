@@ -205,7 +205,8 @@ def add_batch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("jobs", metavar="JOBS")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="jobs at once on this machine (processes; spread over the CUDA devices)")
-    p.add_argument("--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster (auto, or host:port)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run the jobs on a Ray cluster: auto, ray://host:10001, or local (a Ray instance here)")
     p.add_argument("--save-every", type=int, metavar="N", help="default save_every for jobs that do not set it")
     p.add_argument("--overwrite", action="store_true", help="re-render jobs whose output exists")
     p.add_argument("--resume", action="store_true",
