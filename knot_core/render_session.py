@@ -61,31 +61,20 @@ class RenderSession:
 
     def save(self, state_file: Path, state: StreamState, decoder: StreamingDecoder, frames_written: int) -> None:
         """Stream + decoder state after `frames_written` frames, replaced atomically."""
-        from safetensors import SafetensorError, safe_open
-        from safetensors.torch import load_file, save_file
+        from safetensors import SafetensorError
 
         from .render import RESUME_FORMAT
 
-        part = state_file.with_name(state_file.name + ".stream")
-        tmp = state_file.with_name(state_file.name + ".tmp")
-        try:  # StreamState writes its own file; the decoder's tensors and the cursor are added to a copy
-            state.save(part, self.cfg)
-            with safe_open(str(part), "pt") as f:
-                meta = dict(f.metadata() or {})
-            tensors = load_file(str(part))
-            tensors.update({f"decoder.{k}": v.detach().cpu().contiguous()
-                            for k, v in decoder.state_tensors().items()})
-            meta["render"] = json.dumps({"format": RESUME_FORMAT, "frames_written": frames_written,
-                                         "job": self.fingerprint})
-            save_file(tensors, str(tmp), metadata=meta)
-            tmp.replace(state_file)  # a crash mid-save keeps the previous state
+        try:
+            state.save(state_file, self.cfg,
+                       extra_tensors={f"decoder.{k}": v.detach().cpu().contiguous()
+                                      for k, v in decoder.state_tensors().items()},
+                       extra_metadata={"render": json.dumps({"format": RESUME_FORMAT, "frames_written": frames_written,
+                                                             "job": self.fingerprint})})
         except (OSError, SafetensorError) as err:
             raise OutputError(f"cannot save the resume state {str(state_file)!r} ({err}); {self.job.out} holds "
                               f"{frames_written} frames and is playable. Free disk space or choose another "
                               "location") from err
-        finally:
-            part.unlink(missing_ok=True)
-            tmp.unlink(missing_ok=True)
         log.debug("saved resume state at frame %d to %s", frames_written, state_file)
 
     def _load(self, state_file: Path, state: StreamState, decoder: StreamingDecoder) -> int:
