@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,17 +90,29 @@ def render_to_file(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, vae:
     """
     state = start_stream(model, cfg, inputs, seed=seed)
     decoder = StreamingDecoder(vae)
-    started, chunks, interrupted = time.perf_counter(), 0, False
+    started = time.perf_counter()
     with VideoWriter(out_path, fps, audio=audio, sample_rate=sample_rate, overwrite=overwrite) as writer:
-        for piece in frame_stream(model, cfg, inputs, state, decoder, num_frames=num_frames):
-            writer.write(piece.frames)
-            chunks += 1
-            if on_chunk is not None:
-                on_chunk(piece)
-            if should_stop is not None and should_stop() and writer.frames_written < num_frames:
-                interrupted = True
-                log.info("render stopped after %d chunks (%d frames); the file holds them", chunks,
-                         writer.frames_written)
-                break
+        chunks, interrupted = write_stream(frame_stream(model, cfg, inputs, state, decoder, num_frames=num_frames),
+                                           writer, num_frames=num_frames, should_stop=should_stop, on_chunk=on_chunk)
         frames = writer.frames_written
     return RenderResult(Path(out_path), frames, chunks, time.perf_counter() - started, interrupted)
+
+
+def write_stream(pieces: Iterable[FrameChunk], writer: VideoWriter, *, num_frames: int,
+                 should_stop: Callable[[], bool] | None = None,
+                 on_chunk: Callable[[FrameChunk], None] | None = None) -> tuple[int, bool]:
+    """Write chunks to an open writer (each durable before on_chunk runs); returns (chunks, interrupted).
+
+    should_stop is polled after each chunk's on_chunk; the writer is left open for the caller to close.
+    """
+    chunks = 0
+    for piece in pieces:
+        writer.write(piece.frames)
+        chunks += 1
+        if on_chunk is not None:
+            on_chunk(piece)
+        if should_stop is not None and should_stop() and writer.frames_written < num_frames:
+            log.info("render stopped after %d chunks (%d frames); the file holds them", chunks,
+                     writer.frames_written)
+            return chunks, True
+    return chunks, False

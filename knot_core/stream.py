@@ -77,8 +77,8 @@ def validate_inputs(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs) -> 
     names = {s.name for s in inputs.signals}
     for name, adapter in model.driving.items():
         if adapter.signal not in names:
-            raise InputError(f"this model's '{name}' adapter is driven by a {adapter.signal} signal, but the stream "
-                             f"got {sorted(names) or 'none'}; connect a {adapter.signal} signal")
+            raise InputError(f"this model's '{name}' adapter is driven by the '{adapter.signal}' signal, but the "
+                             f"stream got {sorted(names) or 'no signal'}; connect a '{adapter.signal}' signal")
 
 
 def start_stream(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, seed: int = 0,

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .config import LATENT_CHANNELS
 from .errors import CheckpointError, ConfigError, InputError
-from .vae_layers import CausalConv3d, CoderState, Decoder3d, Encoder3d
+from .vae_layers import CausalConv3d, CoderState, Decoder3d, Encoder3d, FrameCache, ResidualState, UpsampleState
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +206,46 @@ class StreamingDecoder:
         """Bytes held between chunks (the causal caches)."""
         return self._state.nbytes()
 
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The stream's causal caches and counters as flat named tensors (for a resumable save).
+
+        Names follow the state tree: `conv1`, `head`, `body.<i>.first|second` (residual blocks),
+        `body.<i>.time_cache|started` (temporal upsamplers); caches not yet filled are left out.
+        """
+        out: dict[str, Tensor] = {}
+        _put(out, "conv1", self._state.conv1)
+        _put(out, "head", self._state.head)
+        for i, block in enumerate(self._state.body):
+            if isinstance(block, ResidualState):
+                _put(out, f"body.{i}.first", block.first)
+                _put(out, f"body.{i}.second", block.second)
+            elif isinstance(block, UpsampleState):
+                _put(out, f"body.{i}.time_cache", block.time_cache)
+                out[f"body.{i}.started"] = torch.tensor([int(block.started)])
+        shape = self._shape if self._shape is not None else (-1, -1, -1)
+        out["counters"] = torch.tensor([self.latents_decoded, self.frames_decoded, *shape])
+        return out
+
+    def load_state_tensors(self, tensors: Mapping[str, Tensor]) -> None:
+        """Restore what `state_tensors` saved, from the same VAE; the next `decode` continues bit for bit."""
+        state = self.vae.decoder.new_state()
+        if "counters" not in tensors:
+            raise InputError(f"decoder state lacks 'counters' (got {sorted(tensors)[:4]}); it was not saved by "
+                             "StreamingDecoder.state_tensors")
+        device, dtype = self.vae.device, self.vae.dtype
+        _take(tensors, "conv1", state.conv1, device, dtype)
+        _take(tensors, "head", state.head, device, dtype)
+        for i, block in enumerate(state.body):
+            if isinstance(block, ResidualState):
+                _take(tensors, f"body.{i}.first", block.first, device, dtype)
+                _take(tensors, f"body.{i}.second", block.second, device, dtype)
+            elif isinstance(block, UpsampleState):
+                _take(tensors, f"body.{i}.time_cache", block.time_cache, device, dtype)
+                block.started = bool(tensors[f"body.{i}.started"][0]) if f"body.{i}.started" in tensors else False
+        latents, frames, b, h, w = (int(x) for x in tensors["counters"])
+        self._state, self.latents_decoded, self.frames_decoded = state, latents, frames
+        self._shape = None if b < 0 else (b, h, w)
+
     @torch.no_grad()
     def decode(self, latent: Tensor) -> Tensor:
         self._check(latent)
@@ -222,6 +262,17 @@ class StreamingDecoder:
             raise InputError(f"latent chunk has batch/size {shape}, but this stream started with {self._shape}; "
                              "call reset() before decoding a different stream")
         self._shape = shape
+
+
+def _put(out: dict[str, Tensor], name: str, cache: FrameCache) -> None:
+    if cache.frames is not None:
+        out[name] = cache.frames
+
+
+def _take(tensors: Mapping[str, Tensor], name: str, cache: FrameCache, device: torch.device,
+          dtype: torch.dtype) -> None:
+    if name in tensors:
+        cache.frames = tensors[name].to(device=device, dtype=dtype)
 
 
 def _check_latent(latent: Tensor, z_dim: int) -> None:
