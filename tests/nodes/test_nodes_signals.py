@@ -92,7 +92,7 @@ def test_audio_signal_drives_the_render_until_it_ends_and_is_muxed(encoder_dir, 
 def test_audio_model_given_pose_fails_before_sampling(models_dir, recording_host):
     model, vae, ref = _parts(_audio_adapter())
     pose = N["KnotForcingPoseSignal"]().build(16.0, "stop", 1, 0.0, pose_keypoint=_pose_frames(40))[0]
-    with pytest.raises(InputError, match=r"driven by a audio signal, but the stream got \['pose'\]"):
+    with pytest.raises(InputError, match=r"driven by the 'audio' signal, but the stream got \['pose'\]"):
         _render(model, vae, ref, pose)
     assert not list(Path(os.environ["KNOTFORCING_OUTPUT_DIR"]).rglob("*.mp4")) and not recording_host.events
 
