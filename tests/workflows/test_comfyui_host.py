@@ -38,7 +38,8 @@ def _post(url: str, data: dict):
     req = urllib.request.Request(url, json.dumps(data).encode(), {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
-            return json.loads(r.read())
+            body = r.read()
+            return json.loads(body) if body.strip() else {}
     except urllib.error.HTTPError as err:
         raise AssertionError(f"/prompt refused the prompt: {err.read().decode()[:2000]}") from err
 
@@ -164,12 +165,14 @@ def test_pack_loads_and_lists_its_nodes(server):
     assert sampler["output_node"] and sampler["output"] == ["STRING", "VIDEO", "IMAGE"]
     names = server["info"]["KnotForcingModelLoader"]["input"]["required"]["model_name"][0]
     assert "kf_tiny.safetensors" in names  # models/knot_forcing is registered
+    with urllib.request.urlopen(server["url"] + "/extensions/ComfyUI-KnotForcing/knotforcing.js", timeout=30) as r:
+        assert b"knotforcing.preview" in r.read()  # WEB_DIRECTORY is served
+    templates = _get(server["url"] + "/workflow_templates")["ComfyUI-KnotForcing"]
+    assert sorted(templates) == sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
 
 
-def test_tiny_render_through_prompt(server):
-    from knot_core.video_reader import probe
-
-    prompt = {
+def _tiny_prompt(frames: int, prefix: str) -> dict:
+    return {
         "1": {"class_type": "LoadImage", "inputs": {"image": "kf_face.png"}},
         "2": {"class_type": "KnotForcingModelLoader", "inputs": {"model_name": "kf_tiny.safetensors", "dtype": "fp32"}},
         "3": {"class_type": "KnotForcingVAELoader", "inputs": {"vae_name": "kf_tiny_vae.safetensors", "dtype": "fp32"}},
@@ -181,14 +184,58 @@ def test_tiny_render_through_prompt(server):
             "fusion_weight": 0.5}},
         "6": {"class_type": "KnotForcingStreamingSampler", "inputs": {
             "model": ["2", 0], "vae": ["3", 0], "reference": ["4", 0], "settings": ["5", 0], "seed": 1,
-            "length": 21, "length_unit": "frames", "filename_prefix": "kf_test/tiny", "max_image_frames": 64}},
+            "length": frames, "length_unit": "frames", "filename_prefix": prefix, "max_image_frames": 64}},
     }
-    entry = _run(server, prompt)
+
+
+def test_tiny_render_through_prompt(server):
+    from knot_core.video_reader import probe
+
+    entry = _run(server, _tiny_prompt(21, "kf_test/tiny"))
     ui = entry["outputs"]["6"]
     saved = ui["images"][0]
     path = server["base"] / "output" / saved["subfolder"] / saved["filename"]
     assert probe(path).frames == 21 and "21 frames, 2 chunks" in ui["text"][0]
     assert "Knot Forcing: " in server["log"].read_text()
+
+
+def test_interrupt_in_the_host_leaves_the_finished_chunks(server):
+    from knot_core.video_reader import probe
+
+    out = server["base"] / "output" / "kf_interrupt"
+    pid = _post(server["url"] + "/prompt", {"prompt": _tiny_prompt(2000, "kf_interrupt/long")})["prompt_id"]
+    deadline = time.monotonic() + RUN_S
+    while _frames_so_far(out) < 21:
+        assert time.monotonic() < deadline, server["log"].read_text()[-3000:]
+        time.sleep(0.5)
+    _post(server["url"] + "/interrupt", {})
+    while True:
+        history = _get(f"{server['url']}/history/{pid}")
+        if pid in history and history[pid].get("status", {}).get("completed") is not None:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    messages = [m[0] for m in history[pid]["status"]["messages"]]
+    assert "execution_interrupted" in messages and not history[pid]["status"]["completed"]
+    frames = probe(next(out.glob("*.mp4"))).frames
+    assert 21 <= frames < 2000 and (frames - 9) % 12 == 0  # whole chunks only: 9, then 12 per chunk
+    # the next prompt runs cleanly on the same cached model
+    assert probe(server["base"] / "output" / _saved(_run(server, _tiny_prompt(9, "kf_after/ok")))).frames == 9
+
+
+def _frames_so_far(folder: Path) -> int:
+    from knot_core.video_reader import probe
+
+    files = list(folder.glob("*.mp4"))
+    try:
+        return probe(files[0]).frames if files else 0
+    except Exception:  # noqa: BLE001 - read while a fragment is being appended: try again
+        return 0
+
+
+def _saved(entry: dict) -> str:
+    saved = entry["outputs"]["6"]["images"][0]
+    return f"{saved['subfolder']}/{saved['filename']}"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "workflows").glob("*.json")))
