@@ -83,6 +83,7 @@ def measure(path: Path, model_size: str) -> None:
     start = time.perf_counter()
     signal = AudioSignal.from_file(path, features)
     loaded = time.perf_counter() - start
+    after_decode = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     total, k, chunks = signal.available_latent_frames(), 0, 0
     peak_rows = 0.0
     while k < total:
@@ -96,7 +97,8 @@ def measure(path: Path, model_size: str) -> None:
     seconds = signal.wave.numel() / 16000
     print(f"{seconds / 60:5.1f} min | model {model_size} (feature {features.feature_dim}) | {signal.num_frames} "
           f"frames, {total} latent, {chunks} chunks | peak RSS {peak:7.1f} MiB = baseline {base:6.1f} + "
-          f"{peak - base:6.1f} MiB | 16 kHz waveform {signal.wave.numel() * 4 / 2**20:5.1f} MiB | whole-clip "
+          f"{peak - base:6.1f} MiB (decode+init peak +{after_decode - base:6.1f}) | 16 kHz waveform "
+          f"{signal.wave.numel() * 4 / 2**20:5.1f} MiB | whole-clip "
           f"features would be {whole:8.1f} MiB | decode {loaded:5.1f} s, total {elapsed:6.1f} s "
           f"({seconds / elapsed:5.1f}x real time)")
 

@@ -80,3 +80,22 @@ def test_driving_changes_the_video_and_a_missing_signal_is_named():
     assert float((a - b).abs().max()) > 1e-3
     with pytest.raises(InputError, match="driven by the 'audio' signal"):
         start_stream(model, cfg, StreamInputs((8, 8), reference=ref, signals=other[:1]))
+
+
+def test_model_with_adapters_round_trips_through_our_format(tmp_path):
+    from knot_core.checkpoints import load_dit
+    from knot_core.model_file import save_knot_model
+
+    model = _model()
+    save_knot_model(model, tmp_path / "driven.safetensors")
+    loaded, info = load_dit(tmp_path / "driven.safetensors", dtype="fp32")
+    assert sorted((a.name, a.type) for a in info.adapters) == [("avatar_audio", "avatar_audio"),
+                                                               ("expression", "cross_attention")]
+    cfg = StreamConfig(steps=(1000, 500))
+    ref = torch.randn(1, 16, 1, 8, 8)
+    outs = []
+    for m in (model, loaded):
+        inp = StreamInputs((8, 8), reference=ref, signals=_signals())
+        outs.append(torch.cat([c.latents for c in itertools.islice(generate(m, cfg, inp, start_stream(m, cfg, inp)),
+                                                                   2)], dim=2))
+    assert torch.equal(outs[0], outs[1])

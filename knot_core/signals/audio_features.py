@@ -125,7 +125,8 @@ def normalise_waveform(wave: Tensor) -> Tensor:
         sq += float(block.to(torch.float64).square().sum())
     mean = total / wave.numel()
     var = max(sq / wave.numel() - mean * mean, 0.0)
-    return ((wave.to(torch.float32) - mean) / math.sqrt(var + NORM_EPS)).to(torch.float32)  # [N]
+    out = wave.to(torch.float32, copy=True)  # one copy, normalised in place
+    return out.sub_(mean).div_(math.sqrt(var + NORM_EPS))  # [N]
 
 
 @dataclass(frozen=True)
