@@ -8,6 +8,8 @@ Both caches hold every layer in one preallocated tensor (layers, B, tokens, head
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor
 
@@ -125,8 +127,7 @@ class CacheView:
 
     def committing(self, frames: list[int]) -> CacheView:
         """The same context, with the forward's own K/V written for these frames."""
-        view = object.__new__(CacheView)
-        view.__dict__.update(self.__dict__)
+        view = copy.copy(self)
         view.commit_frames, view.write_slots = frames, self.window.reserve(frames)
         return view
 

@@ -26,7 +26,8 @@ TARGET_SAMPLE_RATE = 16_000  # wav2vec2 input rate
 ZERO_CROSSINGS = 24  # sinc lobes on each side of the filter centre, at the output's band edge
 ROLLOFF = 0.945  # pass band as a fraction of the lower Nyquist frequency
 KAISER_BETA = 12.0  # ~ -100 dB side lobes for the window itself
-OUTPUT_BLOCK = 1 << 16  # output samples computed per gather (bounds the [block, taps] index tensor)
+OUTPUT_BLOCK = 1 << 14  # output samples computed per gather (bounds the [block, taps] index tensor)
+DECODE_BLOCK = 1 << 16  # input samples gathered from the decoder before each resampler push
 
 
 def _check_waveform(waveform: Tensor, what: str) -> Tensor:
@@ -97,15 +98,22 @@ def load_mono_16k(path: str | Path) -> Tensor:
     Memory is the 16 kHz output plus one decoded block, whatever the file's rate and channels.
     """
     path = Path(path)
-    stream, rate, pieces = None, 0, []
+    stream, rate, pieces, pending = None, 0, [], []
     for block_rate, block in _decoded(path):
         if stream is None:
             rate, stream = block_rate, StreamingResampler(block_rate, TARGET_SAMPLE_RATE)
         elif block_rate != rate:
             raise InputError(f"{str(path)!r} changes sample rate mid-stream ({rate} -> {block_rate} Hz); "
                              "re-encode it at one rate")
-        pieces.append(stream.push(torch.from_numpy(block).mean(dim=0))[0])  # [n']
-    if stream is None or stream.received == 0:
+        pending.append(block.mean(axis=0))  # [n] mono
+        if sum(p.size for p in pending) >= DECODE_BLOCK:  # codec frames are ~1k samples: push in larger blocks
+            pieces.append(stream.push(torch.from_numpy(np.concatenate(pending)))[0])  # [n']
+            pending = []
+    if stream is None:
+        raise _empty(path)
+    if pending:
+        pieces.append(stream.push(torch.from_numpy(np.concatenate(pending)))[0])
+    if stream.received == 0:
         raise _empty(path)
     pieces.append(stream.flush()[0])
     return torch.cat(pieces)  # [N']

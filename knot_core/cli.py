@@ -67,6 +67,163 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_stream_options(p: argparse.ArgumentParser) -> None:
+    """One flag per StreamConfig field, same name with dashes; unset flags keep the model's defaults."""
+    import dataclasses
+
+    from .config import STRATEGIES, StreamConfig
+
+    g = p.add_argument_group("stream settings (default: the model file's recommendation)")
+    for f in dataclasses.fields(StreamConfig):
+        flag, kind = "--" + f.name.replace("_", "-"), type(f.default if f.default is not dataclasses.MISSING else 0)
+        if f.name == "strategy":
+            g.add_argument(flag, choices=STRATEGIES, default=None)
+        elif kind is bool:
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif kind is tuple:
+            g.add_argument(flag, metavar="T1,T2,...", default=None, help="denoising timesteps, e.g. 1000,750,500,250")
+        else:
+            g.add_argument(flag, type=kind, metavar="N" if kind is int else "X", default=None)
+
+
+def _add_job_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output and run")
+    g.add_argument("--save-every", type=int, default=1, metavar="N",
+                   help="save the resume state every N chunks (default 1; the state is also saved when stopped)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output (and its resume state)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted render of the same job")
+    g.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def add_render(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("render", help="render one portrait video to MP4 (streamed to disk, resumable)",
+                       description="Animate --reference with the driving inputs and write --out chunk by chunk, "
+                                   "with the driving audio muxed. Ctrl-C (or SIGTERM) finishes the current chunk, "
+                                   "closes a playable file and saves the state; --resume continues it.")
+    g = p.add_argument_group("inputs")
+    g.add_argument("--reference", required=True, metavar="IMAGE", help="the portrait photo (PNG/JPEG/WebP)")
+    g.add_argument("--model", required=True, metavar="PATH", help="DiT checkpoint (any format `inspect` reads)")
+    g.add_argument("--vae", required=True, metavar="PATH", help="wan_2.1_vae.safetensors or Wan2.1_VAE.pth")
+    g.add_argument("--audio", metavar="FILE", help="speech (wav, mp3, m4a, ...): drives an audio model, is muxed "
+                                                   "into the output and, by default, sets its length")
+    g.add_argument("--pose", metavar="JSON_DIR", help="folder of OpenPose JSON files, one per frame")
+    g.add_argument("--expression", metavar="CSV", help="expression coefficients (Live Link Face CSV, CSV, JSON)")
+    g.add_argument("--text", metavar="EMBEDDING", help="umT5 prompt embedding (.safetensors)")
+    g.add_argument("--wav2vec", metavar="PATH", help="local wav2vec2-base-960h folder (audio-driven models)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", required=True, metavar="MP4")
+    length = g.add_mutually_exclusive_group()
+    length.add_argument("--seconds", type=float, help="video length (default: until the driving input ends)")
+    length.add_argument("--frames", type=int, help="video length in frames")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--fps", type=int, help="output frame rate (default: the model's)")
+    g.add_argument("--width", type=int, help="video width, a multiple of 16 (with --height)")
+    g.add_argument("--height", type=int, help="video height, a multiple of 16 (with --width)")
+    g.add_argument("--fit", choices=("crop", "pad", "stretch"), default="crop", help="reference to video size")
+    g.add_argument("--crf", type=int, default=18, help="H.264 quality, 0 lossless .. 51 (default 18)")
+    g.add_argument("--dtype", choices=DTYPE_CHOICES, help="default bf16 on CUDA, fp32 on the CPU")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    _add_job_options(p)
+    _add_stream_options(p)
+
+
+def _render_job(args: argparse.Namespace):
+    import dataclasses
+
+    from .config import StreamConfig
+    from .render import RenderJob
+
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(StreamConfig)
+                if getattr(args, f.name) is not None}
+    own = ("reference", "model", "vae", "out", "audio", "pose", "expression", "text", "wav2vec", "seconds",
+           "frames", "seed", "fps", "width", "height", "fit", "dtype", "device", "crf", "save_every", "resume",
+           "overwrite")
+    return RenderJob(settings=settings, **{k: getattr(args, k) for k in own})
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM handler for the length of one render: the first signal asks to stop after the chunk."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> _StopRequest:
+        import signal
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt  # a second signal: stop now (the last saved state still resumes)
+        self.signum = signum
+        print("\nstopping after the current chunk (press Ctrl-C again to stop now) ...", file=sys.stderr)
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from .render import render, state_path
+
+    job = _render_job(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    with _StopRequest() as stop:
+        try:
+            result = render(job, progress=not args.quiet, should_stop=stop)
+        except KeyboardInterrupt:
+            print(f"error: stopped mid-chunk; {job.out} holds the finished chunks; continue from the last "
+                  "saved state with --resume", file=sys.stderr)
+            return 130
+    if result.interrupted:
+        print(f"interrupted: {result.path} holds {result.frames} frames; the state is in "
+              f"{state_path(result.path)}. Continue with the same command plus --resume", file=sys.stderr)
+        return 128 + (stop.signum or 2)
+    print(f"wrote {result.path}: {result.frames} frames in {result.seconds:.1f} s "
+          f"({result.fps_achieved:.1f} frames/s)")
+    return 0
+
+
+def add_batch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("batch", help="render many jobs from a JSON Lines or TOML file; failures are reported, "
+                                     "the rest go on",
+                       description="JOBS: .jsonl (one JSON object per line) or .toml (top-level keys are defaults, "
+                                   "then [[job]] tables). Keys are the render flags (--audio -> audio, "
+                                   "--chunk-len -> chunk_len); relative paths are relative to the jobs file.")
+    p.add_argument("jobs", metavar="JOBS")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="jobs at once on this machine (processes; spread over the CUDA devices)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run the jobs on a Ray cluster: auto, ray://host:10001, or local (a Ray instance here)")
+    p.add_argument("--save-every", type=int, metavar="N", help="default save_every for jobs that do not set it")
+    p.add_argument("--overwrite", action="store_true", help="re-render jobs whose output exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue interrupted jobs, skip finished ones, start the others")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from .batch import format_summary, load_jobs, run_jobs
+
+    jobs = load_jobs(args.jobs, overwrite=args.overwrite, save_every=args.save_every)
+    results = run_jobs(jobs, workers=args.workers, ray_address=args.ray, resume=args.resume,
+                       progress=not args.quiet)
+    print(format_summary(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
 def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="render an animated portrait with the bundled demo model (no downloads)",
                        description="A procedural portrait driven by seeded head motion and, for the mouth, the "
@@ -92,6 +249,8 @@ def run_demo(args: argparse.Namespace) -> int:
 SUBCOMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = [
     (add_convert, run_convert),
     (add_inspect, run_inspect),
+    (add_render, run_render),
+    (add_batch, run_batch),
     (add_demo, run_demo),
 ]
 

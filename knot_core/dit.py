@@ -54,7 +54,9 @@ class WanRMSNorm(nn.Module):
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
 
-class SelfAttention(nn.Module):
+class QKVO(nn.Module):
+    """Wan's attention projections (q, k, v, o) with RMSNorm on q and k over the full width."""
+
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         self.num_heads = cfg.num_heads
@@ -62,6 +64,8 @@ class SelfAttention(nn.Module):
         self.norm_q = WanRMSNorm(cfg.dim, cfg.eps)
         self.norm_k = WanRMSNorm(cfg.dim, cfg.eps)
 
+
+class SelfAttention(QKVO):
     def forward(self, x: Tensor, rope: RopeTable, layer: int, context: AttentionContext | None,
                 attn_mask: Tensor | None) -> Tensor:
         heads = (self.num_heads, -1)
@@ -81,15 +85,8 @@ class SelfAttention(nn.Module):
         return self.o(out.transpose(1, 2).flatten(2))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(QKVO):
     """Text cross-attention; its K/V depend only on the text, so they are computed once per run."""
-
-    def __init__(self, cfg: DiTConfig):
-        super().__init__()
-        self.num_heads = cfg.num_heads
-        self.q, self.k, self.v, self.o = (nn.Linear(cfg.dim, cfg.dim) for _ in range(4))
-        self.norm_q = WanRMSNorm(cfg.dim, cfg.eps)
-        self.norm_k = WanRMSNorm(cfg.dim, cfg.eps)
 
     def text_kv(self, text: Tensor) -> tuple[Tensor, Tensor]:
         heads = (self.num_heads, -1)

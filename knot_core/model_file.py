@@ -33,7 +33,8 @@ SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16
                       torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
                       torch.uint8: "U8", torch.bool: "BOOL"}
 # Adapter modules that register themselves on import; looked up lazily so knot_core loads without them.
-KNOWN_ADAPTER_MODULES = {"avatar_audio": "knot_core.adapters.avatar_audio"}
+KNOWN_ADAPTER_MODULES = {"avatar_audio": "knot_core.adapters.avatar_audio",
+                         "cross_attention": "knot_core.adapters.cross_attention"}
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,10 @@ class StreamState:
     rolling: list[Tensor] = field(default_factory=list)  # in-flight chunks, oldest first
     levels: list[int] = field(default_factory=list)  # their step index
 
-    def save(self, path: str | Path, cfg: StreamConfig) -> None:
+    def save(self, path: str | Path, cfg: StreamConfig, *, extra_tensors: dict[str, Tensor] | None = None,
+             extra_metadata: dict[str, str] | None = None) -> None:
+        """Write the state atomically; callers may store their own tensors/metadata beside it
+        (the render adds the VAE decoder's cache) under keys that do not clash."""
         tensors = {f"memory.{k}": v.contiguous() for k, v in self.memory.state_tensors().items()}
         tensors["noise.state"] = self.noise.get_state()
         if self.knot is not None:
@@ -44,9 +47,14 @@ class StreamState:
                 "cursors": json.dumps({"ref_index": self.ref_index, "next_frame": self.next_frame,
                                        "chunk_index": self.chunk_index, "anchored": self.anchored,
                                        "levels": self.levels})}
+        tensors.update(extra_tensors or {})
+        meta.update(extra_metadata or {})
         tmp = Path(str(path) + ".tmp")
-        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-        tmp.replace(path)  # a crash mid-save never leaves a half-written state
+        try:
+            save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+            tmp.replace(path)  # a crash mid-save never leaves a half-written state
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def load(self, path: str | Path, cfg: StreamConfig) -> None:
         """Restore into this freshly created state (same model, inputs and settings)."""

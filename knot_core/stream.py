@@ -26,7 +26,7 @@ from .driving import encode_driving, slice_driving
 from .errors import InputError
 from .memory import CachedMemory
 from .noise import NoiseSource
-from .sampler import commit_chunk, denoise_chunk, rolling_step
+from .sampler import commit_chunk, denoise_chunk, rolling_step, start_noise
 from .schedule import FlowSchedule, advance_reference, anchor_position
 from .state import StreamState
 
@@ -68,16 +68,17 @@ def validate_inputs(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs) -> 
     if ref is None and (cfg.uses_reference_anchor or dcfg.cond_layout == "noise_ref_mask"):
         raise InputError("this stream anchors on a reference image but none was given; give a reference "
                          "(or set anchor=False / use a strategy without a reference anchor)")
-    if inputs.text is not None and inputs.text.shape[-1] != dcfg.text_dim:
-        raise InputError(f"text embedding has width {inputs.text.shape[-1]}; this model expects {dcfg.text_dim} "
-                         "(umT5-XXL for Wan2.1)")
+    if inputs.text is not None and (inputs.text.dim() != 3 or inputs.text.shape[-1] != dcfg.text_dim
+                                    or inputs.text.shape[1] > dcfg.text_len):
+        raise InputError(f"text embedding has shape {tuple(inputs.text.shape)}; this model expects (B, L <= "
+                         f"{dcfg.text_len}, {dcfg.text_dim}) (umT5-XXL embeddings for Wan2.1)")
     if inputs.keep_mask is not None and tuple(inputs.keep_mask.shape) != (h, w):
         raise InputError(f"keep_mask has shape {tuple(inputs.keep_mask.shape)}; expected the latent grid ({h}, {w})")
     names = {s.name for s in inputs.signals}
     for name, adapter in model.driving.items():
         if adapter.signal not in names:
-            raise InputError(f"this model's '{name}' adapter is driven by a {adapter.signal} signal, but the stream "
-                             f"got {sorted(names) or 'none'}; connect a {adapter.signal} signal")
+            raise InputError(f"this model's '{name}' adapter is driven by the '{adapter.signal}' signal, but the "
+                             f"stream got {sorted(names) or 'no signal'}; connect a '{adapter.signal}' signal")
 
 
 def start_stream(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, seed: int = 0,
@@ -104,14 +105,13 @@ def generate(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, state: Str
         state.ref_index = advance_reference(cfg, i, state.ref_index)  # 2
         anchor_at = anchor_position(cfg, i, state.ref_index)
         if cfg.strategy == "rolling_forcing":
-            committed, known = _rolling(model, cfg, sched, inputs, state, ref, like, anchor_at)
+            committed, known, driving = _rolling(model, cfg, sched, inputs, state, ref, like, anchor_at)
         else:
             known = chunk_known(cfg, cfg.span, i, knot=state.knot, reference=ref, keep_mask=inputs.keep_mask,
                                 like=like)
             driving = encode_driving(model.driving, inputs.signals, i, cfg.span, device)
             x0 = denoise_chunk(memory, sched, cfg.steps, state.noise, known, ref, i, anchor_at, driving)  # 3
             committed, state.knot = x0[:, :, :c], (x0[:, :, c:] if cfg.knot_len else None)  # 4
-        driving = encode_driving(model.driving, inputs.signals, i, c, device)
         commit_chunk(memory, sched, cfg.context_noise, state.noise, committed, known.frames(0, c), ref, i,
                      anchor_at, slice_driving(driving, 0, c))  # 5
         state.next_frame, state.chunk_index = i + c, state.chunk_index + 1
@@ -123,12 +123,14 @@ def _rolling(model, cfg, sched, inputs, state, ref, like, anchor_at):
     """Rolling forcing: add a fresh noise chunk, run joint forwards until the oldest is clean."""
     i, c, device = state.next_frame, cfg.chunk_len, like.device
     while True:
-        state.rolling.append(state.noise.draw((inputs.batch, LATENT_CHANNELS, c, *inputs.latent_size), device))
-        state.levels.append(0)
-        frames = c * len(state.rolling)
+        frames = c * (len(state.rolling) + 1)
         known = chunk_known(cfg, frames, i, knot=None, reference=ref, keep_mask=inputs.keep_mask, like=like)
+        eps = state.noise.draw((inputs.batch, LATENT_CHANNELS, c, *inputs.latent_size), device)
+        sigma0 = sched.sigma(torch.full((inputs.batch, c), sched.warp(cfg.steps[0]), dtype=torch.float64))
+        state.rolling.append(start_noise(known.frames(frames - c, frames), sigma0.to(device), eps))
+        state.levels.append(0)
         driving = encode_driving(model.driving, inputs.signals, i, frames, device)
         done = rolling_step(state.memory, sched, cfg.steps, state.noise, state.rolling, state.levels, known, ref,
                             i, anchor_at, driving)
         if done is not None:
-            return done, known
+            return done, known, driving

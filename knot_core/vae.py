@@ -2,7 +2,7 @@
 
 Reference: `wan/modules/vae.py` in Wan-Video/Wan2.1 (`WanVAE_` with dim 96, z 16, mult [1,2,4,4], 2 residual
 blocks, temporal downsampling [False, True, True]). Weight-compatible with `wan_2.1_vae.safetensors` and the
-original `Wan2.1_VAE.pth` (194 tensors, ~127M parameters); ComfyUI's `comfy/ldm/wan/vae.py` uses the same keys.
+original `Wan2.1_VAE.pth` (194 tensors, 126,892,531 parameters); ComfyUI's `comfy/ldm/wan/vae.py` uses the same keys.
 
 Semantics follow the original exactly:
 - encode: frame 0 alone, then chunks of 4 frames, through one causal state; μ is the first half of `conv1`.
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .config import LATENT_CHANNELS
 from .errors import CheckpointError, ConfigError, InputError
-from .vae_layers import CausalConv3d, CoderState, Decoder3d, Encoder3d
+from .vae_layers import CausalConv3d, CoderState, Decoder3d, Encoder3d, FrameCache, ResidualState, UpsampleState
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +206,46 @@ class StreamingDecoder:
         """Bytes held between chunks (the causal caches)."""
         return self._state.nbytes()
 
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The stream's causal caches and counters as flat named tensors (for a resumable save).
+
+        Names follow the state tree: `conv1`, `head`, `body.<i>.first|second` (residual blocks),
+        `body.<i>.time_cache|started` (temporal upsamplers); caches not yet filled are left out.
+        """
+        out: dict[str, Tensor] = {}
+        _put(out, "conv1", self._state.conv1)
+        _put(out, "head", self._state.head)
+        for i, block in enumerate(self._state.body):
+            if isinstance(block, ResidualState):
+                _put(out, f"body.{i}.first", block.first)
+                _put(out, f"body.{i}.second", block.second)
+            elif isinstance(block, UpsampleState):
+                _put(out, f"body.{i}.time_cache", block.time_cache)
+                out[f"body.{i}.started"] = torch.tensor([int(block.started)])
+        shape = self._shape if self._shape is not None else (-1, -1, -1)
+        out["counters"] = torch.tensor([self.latents_decoded, self.frames_decoded, *shape])
+        return out
+
+    def load_state_tensors(self, tensors: Mapping[str, Tensor]) -> None:
+        """Restore what `state_tensors` saved, from the same VAE; the next `decode` continues bit for bit."""
+        state = self.vae.decoder.new_state()
+        if "counters" not in tensors:
+            raise InputError(f"decoder state lacks 'counters' (got {sorted(tensors)[:4]}); it was not saved by "
+                             "StreamingDecoder.state_tensors")
+        device, dtype = self.vae.device, self.vae.dtype
+        _take(tensors, "conv1", state.conv1, device, dtype)
+        _take(tensors, "head", state.head, device, dtype)
+        for i, block in enumerate(state.body):
+            if isinstance(block, ResidualState):
+                _take(tensors, f"body.{i}.first", block.first, device, dtype)
+                _take(tensors, f"body.{i}.second", block.second, device, dtype)
+            elif isinstance(block, UpsampleState):
+                _take(tensors, f"body.{i}.time_cache", block.time_cache, device, dtype)
+                block.started = bool(tensors[f"body.{i}.started"][0]) if f"body.{i}.started" in tensors else False
+        latents, frames, b, h, w = (int(x) for x in tensors["counters"])
+        self._state, self.latents_decoded, self.frames_decoded = state, latents, frames
+        self._shape = None if b < 0 else (b, h, w)
+
     @torch.no_grad()
     def decode(self, latent: Tensor) -> Tensor:
         self._check(latent)
@@ -222,6 +262,17 @@ class StreamingDecoder:
             raise InputError(f"latent chunk has batch/size {shape}, but this stream started with {self._shape}; "
                              "call reset() before decoding a different stream")
         self._shape = shape
+
+
+def _put(out: dict[str, Tensor], name: str, cache: FrameCache) -> None:
+    if cache.frames is not None:
+        out[name] = cache.frames
+
+
+def _take(tensors: Mapping[str, Tensor], name: str, cache: FrameCache, device: torch.device,
+          dtype: torch.dtype) -> None:
+    if name in tensors:
+        cache.frames = tensors[name].to(device=device, dtype=dtype)
 
 
 def _check_latent(latent: Tensor, z_dim: int) -> None:
@@ -272,11 +323,21 @@ class _SafetensorsView(Mapping):
             raise KeyError(key)
         return self._handle.get_tensor(key)
 
+    def shape(self, key: str) -> tuple[int, ...]:
+        """From the header, without reading the data."""
+        return tuple(self._handle.get_slice(key).get_shape())
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+def _shape(tensors: Mapping[str, Tensor], key: str) -> tuple[int, ...] | None:
+    if key not in tensors:
+        return None
+    return tensors.shape(key) if isinstance(tensors, _SafetensorsView) else tuple(tensors[key].shape)
 
 
 @contextmanager
@@ -323,12 +384,12 @@ def _vae_prefix(name: str, keys: list[str]) -> str:
 
 
 def _config_from(name: str, tensors: Mapping[str, Tensor], prefix: str) -> VAEConfig:
-    conv2 = tensors.get(prefix + "conv2.weight")
-    if conv2 is not None and conv2.shape[0] != LATENT_CHANNELS:
-        raise CheckpointError(f"{name}: a VAE with {conv2.shape[0]} latent channels (the Wan2.2 VAE has 48); "
+    conv2 = _shape(tensors, prefix + "conv2.weight")
+    if conv2 and conv2[0] != LATENT_CHANNELS:
+        raise CheckpointError(f"{name}: a VAE with {conv2[0]} latent channels (the Wan2.2 VAE has 48); "
                               f"Knot Forcing runs on the Wan2.1 latent space ({LATENT_CHANNELS}); {VAE_FILE_HINT}")
-    conv_in = tensors.get(prefix + "encoder.conv1.weight")
-    return VAEConfig(dim=conv_in.shape[0]) if conv_in is not None and conv_in.ndim == 5 else VAEConfig()
+    conv_in = _shape(tensors, prefix + "encoder.conv1.weight")  # (dim, 3, 3, 3, 3)
+    return VAEConfig(dim=conv_in[0]) if conv_in and len(conv_in) == 5 and conv_in[0] > 0 else VAEConfig()
 
 
 def _check_keys(name: str, expected: Mapping[str, Tensor], tensors: Mapping[str, Tensor], prefix: str) -> None:
@@ -340,7 +401,7 @@ def _check_keys(name: str, expected: Mapping[str, Tensor], tensors: Mapping[str,
                               f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}; "
                               f"{VAE_FILE_HINT}")
     for key, ref in expected.items():
-        shape = tuple(tensors[prefix + key].shape)
+        shape = _shape(tensors, prefix + key)
         if shape != tuple(ref.shape):
             raise CheckpointError(f"{name}: tensor {prefix + key} has shape {shape}; the Wan2.1 VAE needs "
                                   f"{tuple(ref.shape)}; {VAE_FILE_HINT}")

@@ -93,10 +93,10 @@ class CausalConv3d(nn.Conv3d):
 
     def __init__(self, in_dim: int, out_dim: int, kernel_size: int | tuple[int, int, int],
                  stride: int | tuple[int, int, int] = 1, padding: int | tuple[int, int, int] = 0) -> None:
-        super().__init__(in_dim, out_dim, kernel_size, stride=stride, padding=0)
         pt, ph, pw = (padding,) * 3 if isinstance(padding, int) else padding
+        # Spatial zero padding is left to the conv itself (no padded copy); time is padded with the past.
+        super().__init__(in_dim, out_dim, kernel_size, stride=stride, padding=(0, ph, pw))
         self.past = 2 * pt  # frames of history each output frame needs
-        self.spatial_pad = (pw, pw, ph, ph)
 
     def forward(self, x: Tensor, cache: FrameCache | None = None) -> Tensor:
         if self.past:
@@ -106,8 +106,6 @@ class CausalConv3d(nn.Conv3d):
             past = cache.frames if cache.frames is not None else x.new_zeros(b, c, self.past, h, w)
             x = torch.cat([past.to(x), x], dim=2)  # [B, C, past+T, H, W]
             cache.frames = x[:, :, -self.past:].clone()  # clone: a view would pin the whole chunk
-        if any(self.spatial_pad):
-            x = F.pad(x, self.spatial_pad)
         return self._frame_by_frame(x)
 
     def _frame_by_frame(self, x: Tensor) -> Tensor:

@@ -15,16 +15,23 @@ every frame given to `write()` comes out of the encoder inside that same call.
 
 Audio (AAC) is muxed progressively: each chunk carries the audio up to the video time reached so far, and
 `close()` trims or zero-pads it to exactly the video duration.
+
+Resume: `VideoWriter.reopen(path, fps, frames=N)` cuts a file this writer made back to its first N frames
+(on the fragment boundary that ends there, dropping later chunks and the closing audio tail) and appends
+after it with fresh encoders: timestamps and fragment sequence numbers continue, and the new AAC encoder
+starts one frame early so its priming packet is dropped and the audio runs on without a gap.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
 import logging
 import os
 import struct
 import sys
 import tempfile
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -44,6 +51,7 @@ AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100,
 AAC_PRIMING = 1024
 CONVERT_SLICE = 16  # frames converted to uint8 at a time, so a long float input never gets a full copy
 HEADER_BOXES = (b"ftyp", b"moov")
+CODEC_NAMES = {"libx264": "h264", "mpeg4": "mpeg4"}  # encoder -> the codec a reader reports
 MOVFLAGS = "frag_custom+empty_moov+default_base_moof+frag_discont+skip_trailer"
 
 
@@ -172,6 +180,70 @@ def _split_boxes(data: bytes) -> list[tuple[bytes, bytes]]:
     return boxes
 
 
+@dataclass(frozen=True)
+class _FragmentLayout:
+    """Where a VideoWriter file can be cut: after header + fragment j (index j-1), j = 0..n."""
+
+    codec: str
+    size: tuple[int, int]  # (H, W)
+    has_audio: bool
+    sample_rate: int | None
+    ends: list[int]  # byte offset after the headers (index 0) and after each fragment
+    frames_at: list[int]  # video frames held up to each of those offsets
+    audio_end: list[int]  # end time of the audio held there, in samples
+
+
+def _top_level_boxes(path: Path) -> list[tuple[bytes, int, int]]:
+    """(type, offset, size) of each whole top-level box; a torn last box is left out."""
+    boxes, offset, total = [], 0, path.stat().st_size
+    with open(path, "rb") as f:
+        while offset + 8 <= total:
+            f.seek(offset)
+            size, kind = struct.unpack(">I4s", f.read(8))
+            if size == 1:
+                size = struct.unpack(">Q", f.read(8))[0]
+            if size < 8 or offset + size > total:
+                break
+            boxes.append((kind, offset, size))
+            offset += size
+    return boxes
+
+
+def _scan_fragments(path: Path) -> _FragmentLayout:
+    """Demux (no decoding) a fragmented MP4 and count the frames and audio held before each fragment end."""
+    boxes = _top_level_boxes(path)
+    if [b[0] for b in boxes[:2]] != list(HEADER_BOXES) or any(b[0] not in (b"moof", b"mdat") for b in boxes[2:]):
+        raise InputError(f"{str(path)!r} is not a fragmented MP4 written by VideoWriter (top-level boxes "
+                         f"{[b[0].decode('latin-1') for b in boxes[:6]]}); it cannot be resumed")
+    ends = [boxes[1][1] + boxes[1][2]] + [off + size for kind, off, size in boxes[2:] if kind == b"mdat"]
+    video_at, audio_at = [0] * len(ends), [0] * len(ends)
+    try:
+        with av.open(str(path), "r") as container:
+            vstream = container.streams.video[0]
+            astream = container.streams.audio[0] if container.streams.audio else None
+            size = (vstream.codec_context.height, vstream.codec_context.width)
+            codec, rate = vstream.codec_context.name, (astream.codec_context.sample_rate if astream else None)
+            for packet in container.demux():
+                if packet.size == 0 or packet.pos is None or packet.pos < 0:
+                    continue
+                j = bisect.bisect_right(ends, packet.pos)  # the fragment whose mdat holds the sample
+                if j >= len(ends):
+                    continue  # in a torn tail that is cut off anyway
+                if packet.stream is vstream:
+                    video_at[j] += 1
+                elif packet.stream is astream:
+                    end = Fraction(packet.pts + packet.duration) * packet.time_base * rate  # in samples
+                    audio_at[j] = max(audio_at[j], round(end))
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise InputError(f"{str(path)!r} cannot be read back ({exc}); it cannot be resumed") from exc
+    frames_at, audio_end, total, last = [], [], 0, 0
+    for v, a in zip(video_at, audio_at):
+        total, last = total + v, max(last, a)
+        frames_at.append(total)
+        audio_end.append(last)
+    return _FragmentLayout(codec, size, astream is not None, rate, ends, frames_at, audio_end)
+
+
 class _Encoders:
     """The render-long H.264 (+ AAC) encoders, held by an MP4 container that is never muxed into."""
 
@@ -261,8 +333,26 @@ class VideoWriter:
         self._frames = 0  # frames durable in the file
         self._frames_encoded = 0
         self._audio_fed = 0  # input samples given to the AAC encoder, counted from AAC_PRIMING
+        self._audio_start = 0  # audio packets before this time are dropped (a resumed file holds them)
         self._failed: str | None = None
         self._closed = False
+
+    @classmethod
+    def reopen(cls, path: str | Path, fps: int | Fraction, *, frames: int, audio: Any = None,
+               sample_rate: int | None = None, crf: int = 18, preset: str = "medium",
+               codec: str | None = None) -> VideoWriter:
+        """Continue a file written by VideoWriter after its first `frames` frames (see the module docstring).
+
+        Give the same fps, audio and encoder settings as the first writer; the next `write()` appends frame
+        number `frames`. Raises InputError when the file is not one this writer made or has no fragment
+        boundary at `frames`, before anything in it changes.
+        """
+        if not Path(path).expanduser().is_file():
+            raise InputError(f"cannot resume {str(path)!r}: the file does not exist; start a new render instead")
+        writer = cls(path, fps, audio=audio, sample_rate=sample_rate, crf=crf, preset=preset, overwrite=True,
+                     codec=codec)
+        writer._resume(int(frames))
+        return writer
 
     @property
     def path(self) -> Path:
@@ -336,6 +426,39 @@ class VideoWriter:
             self._encoders.close()
         logger.info("wrote %s: %d frames, %.2f s", self._path, self._frames, self.duration_s)
 
+    def _resume(self, frames: int) -> None:
+        layout = _scan_fragments(self._path)
+        if layout.codec != CODEC_NAMES[self._codec] or layout.has_audio != (self._audio is not None):
+            raise InputError(
+                f"cannot resume {str(self._path)!r}: it holds {layout.codec} video "
+                f"{'with' if layout.has_audio else 'without'} audio, but this writer makes {self._codec} video "
+                f"{'with' if self._audio is not None else 'without'} audio; resume with the first run's inputs")
+        if layout.sample_rate not in (None, self._sample_rate):
+            raise InputError(f"cannot resume {str(self._path)!r}: its audio is {layout.sample_rate} Hz, "
+                             f"the audio given is {self._sample_rate} Hz; give the first run's audio")
+        if frames < 1 or frames not in layout.frames_at:
+            raise InputError(
+                f"cannot resume {str(self._path)!r} after {frames} frames: its chunks end at frames "
+                f"{layout.frames_at[1:12]}{' ...' if len(layout.frames_at) > 12 else ''}; the file and its resume "
+                "state do not belong together (render again with overwrite)")
+        kept = layout.frames_at.index(frames)  # first boundary at `frames`: later chunks and the tail go
+        cut, audio_end = layout.ends[kept], layout.audio_end[kept]
+        try:
+            self._fd = os.open(self._path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+            os.ftruncate(self._fd, cut)
+            os.lseek(self._fd, cut, os.SEEK_SET)
+        except OSError as exc:
+            raise OutputError(f"cannot reopen {str(self._path)!r} for appending ({exc.strerror})") from exc
+        height, width = layout.size
+        channels = self._audio.shape[0] if self._audio is not None else 0
+        self._encoders = _Encoders(self._codec, self._fps, width, height, self._crf, self._preset, channels,
+                                   self._sample_rate)
+        self._size, self._bytes, self._fragments = (height, width), cut, kept
+        self._frames = self._frames_encoded = frames
+        if audio_end >= AAC_PRIMING:  # feed from one frame early; the new encoder's priming packet is dropped
+            self._audio_fed, self._audio_start = audio_end - AAC_PRIMING, audio_end
+        logger.info("resuming %s after %d frames (%d chunks kept, %d bytes)", self._path, frames, kept, cut)
+
     def _check_size(self, height: int, width: int) -> None:
         if self._size is not None and (height, width) != self._size:
             raise InputError(
@@ -384,7 +507,7 @@ class VideoWriter:
             self._audio_fed += count
         if final:
             packets += self._encoders.encode_audio(None, 0)
-        return packets
+        return [p for p in packets if p.pts >= self._audio_start]
 
     def _audio_slice(self, start: int, count: int) -> np.ndarray:
         """Input samples [start, start + count) after the priming offset, zero-padded past the end."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from knot_core.driving import DrivingTokens
+
 
 @dataclass
 class Segment:
@@ -22,6 +24,7 @@ class Segment:
     t: Tensor  # (B, F)
     frames: list[int]  # absolute latent index of each frame (the reference: [0])
     context: list[tuple[int, int, list[int]]]  # (segment id, position delta, visible frames)
+    driving: DrivingTokens | None = None  # None: no signal (the reference frame)
 
 
 class ReferenceMemory:
@@ -37,14 +40,13 @@ class ReferenceMemory:
         self.segments[self.REF] = Segment(x_in, t, [0], [])
 
     def predict(self, x_in, t, first_frame, anchor_position, driving):
-        assert driving is None
         query = Segment(x_in, t, list(range(first_frame, first_frame + x_in.shape[2])),
-                        self._rule(first_frame, anchor_position))
+                        self._rule(first_frame, anchor_position), driving)
         return self._run(query)
 
     def commit(self, x_in, t, first_frame, anchor_position, driving):
         frames = list(range(first_frame, first_frame + x_in.shape[2]))
-        self.segments[self.next_id] = Segment(x_in, t, frames, self._rule(first_frame, anchor_position))
+        self.segments[self.next_id] = Segment(x_in, t, frames, self._rule(first_frame, anchor_position), driving)
         self.next_id += 1
 
     # the rules --------------------------------------------------------------------------
@@ -111,5 +113,25 @@ class ReferenceMemory:
         x = torch.cat([seg.x_in for seg, _ in order], dim=2)
         t = torch.cat([seg.t for seg, _ in order], dim=1)
         out = self.model(x, t, frame_positions=torch.tensor(pos, dtype=torch.float64), text_kv=self.text_kv,
-                         attn_mask=mask.to(x.device))
+                         attn_mask=mask.to(x.device), driving=self._driving([seg for seg, _ in order]))
         return out[:, :, starts[q]:starts[q] + len(query.frames)]
+
+    @staticmethod
+    def _driving(segments: list[Segment]) -> DrivingTokens | None:
+        """Per-frame tokens of the whole sequence; frames without a signal are inactive."""
+        sample = next((s.driving for s in segments if s.driving is not None), None)
+        if sample is None:
+            return None
+        tokens, active = {}, []
+        for name, ref in sample.tokens.items():
+            parts = []
+            for seg in segments:
+                n = len(seg.frames)
+                if seg.driving is None:
+                    parts.append(ref.new_zeros(ref.shape[0], n, *ref.shape[2:]))
+                else:
+                    parts.append(seg.driving.tokens[name])
+            tokens[name] = torch.cat(parts, dim=1)
+        for seg in segments:
+            active += [seg.driving is not None] * len(seg.frames)
+        return DrivingTokens(tokens, torch.tensor(active))

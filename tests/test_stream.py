@@ -110,7 +110,7 @@ def test_bad_inputs_fail_before_work():
         start_stream(model, StreamConfig(), StreamInputs((8, 8), reference=torch.zeros(1, 16, 1, 4, 4)))
     with pytest.raises(InputError, match="needs a reference|anchors on a reference"):
         start_stream(model, StreamConfig(), StreamInputs((8, 8)))
-    with pytest.raises(InputError, match="text embedding has width 7"):
+    with pytest.raises(InputError, match=r"text embedding has shape \(1, 3, 7\)"):
         start_stream(model, StreamConfig(), StreamInputs((8, 8), reference=torch.zeros(1, 16, 1, 8, 8),
                                                          text=torch.zeros(1, 3, 7)))
 

@@ -92,7 +92,7 @@ def _causal(conv: CausalConv3d, x: torch.Tensor) -> torch.Tensor:
     """A causal conv over a whole sequence: zero frames in front (kernel - 1), 'same' in space."""
     kt, kh, kw = conv.kernel_size
     x = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2, kt - 1, 0))
-    return F.conv3d(x, conv.weight, conv.bias, stride=conv.stride)
+    return F.conv3d(x, conv.weight, conv.bias, stride=conv.stride)  # explicit padding, unlike the module
 
 
 def _rms(norm, x):
@@ -131,12 +131,12 @@ def _reference_decode(vae: WanVAE, z: torch.Tensor) -> torch.Tensor:
 
 
 def test_one_shot_decode_follows_the_original_semantics(vae):
-    z = _latent(4).double()
+    z = _latent(3, w=2).double()  # latent 0, latent 1 (zero time history), latent 2 (history from latent 1)
     v64 = WanVAE(VAEConfig.tiny()).double().eval()
     v64.load_state_dict(vae.state_dict())
     ref = _reference_decode(v64, z)
-    assert ref.shape == (1, 3, 1 + 4 * 3, 16, 24)
-    for per_call in (1, 4):
+    assert ref.shape == (1, 3, 1 + 4 * 2, 16, 16)
+    for per_call in (1, 3):
         out = v64.decode(z, latents_per_call=per_call, clamp=False)
         assert out.shape == ref.shape
         assert (out - ref).abs().max().item() < 1e-12
@@ -288,7 +288,12 @@ def test_load_safetensors_with_or_without_prefix(vae, tmp_path, prefix):
 def test_load_casts_dtype_and_reads_pth_and_state_dicts(vae, tmp_path):
     path = tmp_path / "Wan2.1_VAE.pth"
     torch.save(vae.state_dict(), path)
-    _assert_same_weights(load_vae(path, dtype=torch.bfloat16), vae, torch.bfloat16)
+    half = load_vae(path, dtype=torch.bfloat16)
+    _assert_same_weights(half, vae, torch.bfloat16)
+    z = _latent(2)
+    frames = half.decode(z)  # bf16 weights, float32 frames out
+    assert frames.dtype == torch.float32 and frames.shape == (1, 3, 5, 16, 24)
+    assert (frames - vae.decode(z)).abs().max() < 0.1
     sd = vae.state_dict()
     shared = load_vae(sd)  # e.g. the weights of a VAE ComfyUI already loaded: no copy when dtype/device match
     assert shared.conv2.weight.data_ptr() == sd["conv2.weight"].data_ptr()
@@ -315,6 +320,9 @@ def test_load_errors_say_what_the_file_is(vae, tmp_path):
         load_vae({**sd, "conv2.weight": torch.zeros(48, 48, 1, 1, 1)})
     with pytest.raises(CheckpointError, match="not found"):
         load_vae(tmp_path / "missing.safetensors")
+    torch.save({"generator": {"model.patch_embedding.weight": torch.zeros(2)}}, tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match="model.pt: this looks like a Self Forcing / CausVid-style training"):
+        load_vae(tmp_path / "model.pt")
 
 
 def test_load_truncated_file_is_a_clear_error(vae, tmp_path):

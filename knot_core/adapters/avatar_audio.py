@@ -10,12 +10,13 @@ this module as `driving.avatar_audio`, so the keys map by that prefix).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from torch import Tensor, nn
 
 from ..driving import DrivingAdapter
 from ..errors import CheckpointError, InputError
+from ..model_file import AdapterSpec, register_adapter
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class AudioProj(nn.Module):
 
 class AvatarAudioAdapter(DrivingAdapter):
     signal = "audio"
+    adapter_type = "avatar_audio"
 
     def __init__(self, cfg: AvatarAudioConfig | None = None) -> None:
         super().__init__()
@@ -95,3 +97,17 @@ class AvatarAudioAdapter(DrivingAdapter):
             added = added * active.to(added.dtype)[None, :, None]
         out = x.view(b, frames, x.shape[1] // frames, x.shape[2]) + added[:, :, None].to(x.dtype)  # [B, F, S, dim]
         return out.view_as(x)
+
+
+def _config_from_shapes(shapes, dit_cfg) -> dict:
+    token_dim, packed = shapes["audio_proj.proj.weight"]
+    blocks = {int(k.split(".")[1]) for k in shapes if k.startswith("audio_cond_projs.")}
+    if packed % 4 or blocks != set(range(len(blocks))) or not blocks:
+        raise CheckpointError(f"audio_proj.proj takes {packed} inputs and audio_cond_projs has indices "
+                              f"{sorted(blocks)}; expected a multiple of 4 and 0..n-1 (AvatarForcing's layout)")
+    return asdict(AvatarAudioConfig(feature_dim=packed // 4, token_dim=token_dim, dim=dit_cfg.dim,
+                                    num_blocks=len(blocks)))
+
+
+register_adapter(AdapterSpec("avatar_audio", lambda data, dit_cfg: AvatarAudioAdapter(AvatarAudioConfig(**data)),
+                             _config_from_shapes, lambda module: asdict(module.cfg)), replace=True)

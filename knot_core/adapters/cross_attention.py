@@ -10,7 +10,7 @@ offer no keys to their neighbours.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..driving import DrivingAdapter
 from ..errors import InputError
+from ..model_file import AdapterSpec, register_adapter
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class FrameCrossAttention(nn.Module):
 
 
 class CrossAttentionAdapter(DrivingAdapter):
+    adapter_type = "cross_attention"
     def __init__(self, cfg: CrossAttentionConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -108,3 +110,16 @@ class CrossAttentionAdapter(DrivingAdapter):
         if active is not None:
             update = torch.where(active.to(x.device)[None, :, None, None], update, 0.0)
         return (x4 + update).view_as(x)
+
+
+def _cross_attention_from_saved(data, dit_cfg) -> CrossAttentionAdapter:
+    return CrossAttentionAdapter(CrossAttentionConfig(**{**data, "blocks": tuple(data["blocks"])}))
+
+
+def _cross_attention_from_shapes(shapes, dit_cfg) -> dict:
+    raise InputError("cross-attention adapters are only stored in Knot Forcing model files, which carry their "
+                     "config; no foreign checkpoint format holds them")
+
+
+register_adapter(AdapterSpec("cross_attention", _cross_attention_from_saved, _cross_attention_from_shapes,
+                             lambda module: {**asdict(module.cfg), "blocks": list(module.cfg.blocks)}), replace=True)

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 AVATAR_FPS = 25.0  # AvatarForcing features and output are at 25 fps
 NORM_EPS = 1e-7  # as Hugging Face's zero_mean_unit_var_norm
-STATS_BLOCK = 1 << 20  # samples per block of the streaming GroupNorm-statistics pass
+STATS_BLOCK = 1 << 17  # samples per block of the streaming statistics passes (8 s at 16 kHz)
 
 
 def _import_transformers():
@@ -61,8 +61,11 @@ def _config_from_state(state: dict[str, Tensor]):
                               "encoder.layers / feature_projection keys); give wav2vec2-base-960h")
     conv_w = [state[f"feature_extractor.conv_layers.{i}.conv.weight"] for i in convs]
     hidden = state["feature_projection.projection.weight"].shape[0]
-    pos = next(v for k, v in state.items() if k.startswith("encoder.pos_conv_embed.conv.") and v.ndim == 3
-               and v.shape[0] == hidden)
+    pos = next((v for k, v in state.items() if k.startswith("encoder.pos_conv_embed.conv.") and v.ndim == 3
+                and v.shape[0] == hidden), None)
+    if pos is None:
+        raise CheckpointError("the wav2vec2 file has no positional conv weights (encoder.pos_conv_embed.conv.*); "
+                              "give a complete wav2vec2-base-960h")
     group_norm = "feature_extractor.conv_layers.0.layer_norm.weight" in state and \
         "feature_extractor.conv_layers.1.layer_norm.weight" not in state
     # Strides of wav2vec2 convs are not stored; the base front end (5,2,2,2,2,2,2) is the only one in use.
@@ -112,9 +115,18 @@ def load_wav2vec2(path: str | Path, device: str | torch.device = "cpu") -> nn.Mo
 
 
 def normalise_waveform(wave: Tensor) -> Tensor:
-    """Zero mean, unit variance over the whole clip (as wav2vec2-base-960h was fed in training)."""
-    wave = wave.to(torch.float64)
-    return ((wave - wave.mean()) / torch.sqrt(wave.var(unbiased=False) + NORM_EPS)).to(torch.float32)
+    """Zero mean, unit variance over the whole clip (as wav2vec2-base-960h was fed in training).
+
+    Moments are summed in float64 block by block, so no float64 copy of an hour of audio is made.
+    """
+    total = sq = 0.0
+    for block in wave.split(STATS_BLOCK):
+        total += float(block.sum(dtype=torch.float64))
+        sq += float(block.to(torch.float64).square().sum())
+    mean = total / wave.numel()
+    var = max(sq / wave.numel() - mean * mean, 0.0)
+    out = wave.to(torch.float32, copy=True)  # one copy, normalised in place
+    return out.sub_(mean).div_(math.sqrt(var + NORM_EPS))  # [N]
 
 
 @dataclass(frozen=True)
@@ -170,9 +182,10 @@ class Wav2Vec2Features:
             seg = wave[start:start + step + k - s].to(self.device)
             if seg.numel() < k:
                 break
-            h = conv(seg[None, None]).to(torch.float64)[0]  # [C, n]
-            total = h.sum(1) if total is None else total + h.sum(1)
-            sq = (h * h).sum(1) if sq is None else sq + (h * h).sum(1)
+            h = conv(seg[None, None])[0]  # [C, n]
+            part, part_sq = h.sum(1, dtype=torch.float64), h.square().sum(1, dtype=torch.float64)
+            total = part if total is None else total + part
+            sq = part_sq if sq is None else sq + part_sq
             count += h.shape[1]
         assert count > 0, "callers check the clip holds at least one wav2vec2 frame"
         mean = total / count
@@ -222,9 +235,11 @@ class Wav2Vec2Features:
         j1 = int(pos[-1].floor()) + 2  # one past the last conv frame read (the right neighbour)
         s, field = self.geometry.stride, self.geometry.field
         a, b = j0 * s, (j1 - 1) * s + field
-        segment = F.pad(wave[a:min(b, wave.numel())], (0, max(0, b - wave.numel())))  # [b-a]
+        real = wave[min(a, wave.numel()):min(b, wave.numel())]  # past the clip: silence
+        segment = F.pad(real, (0, (b - a) - real.numel()))  # [b-a]
         conv = self._conv_features(segment, stats)  # [C, j1-j0]
-        left = (pos.floor().long() - j0).clamp(max=conv.shape[1] - 1)  # [n]
+        assert conv.shape[1] == j1 - j0, "a segment of (n-1)·stride + field samples gives n conv frames"
+        left = (pos.floor().long() - j0).clamp(max=conv.shape[1] - 1).to(conv.device)  # [n]
         right = (left + 1).clamp(max=conv.shape[1] - 1)
         frac = (pos - pos.floor()).to(conv.dtype).to(conv.device)  # [n]
         interp = conv[:, left] * (1 - frac) + conv[:, right] * frac  # [C, n]
@@ -277,6 +292,15 @@ class AudioSignal(DrivingSignal):
     @property
     def row_shape(self) -> tuple[int, ...]:
         return (self.features.feature_dim,)
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    @property
+    def cached_windows(self) -> int:
+        """Windows of rows held now (at most cache_windows: memory does not grow with the clip)."""
+        return len(self._cache)
 
     def video_frames_of_latent(self, k: int) -> list[int]:
         """AvatarForcing: latent 0 -> the zero row ×4; latent k >= 1 -> rows 4k-3..4k = video frames 4k-4..4k-1."""

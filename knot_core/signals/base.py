@@ -95,6 +95,11 @@ class DrivingSignal(ABC):
     def row_shape(self) -> tuple[int, ...]:
         """Shape of one video frame's feature row."""
 
+    @property
+    def device(self) -> torch.device:
+        """Where the feature rows are produced."""
+        return torch.device("cpu")
+
     def video_frames_of_latent(self, k: int) -> list[int]:
         return wan_video_frames_of_latent(k)
 
@@ -120,14 +125,14 @@ class DrivingSignal(ABC):
                 "or set end_policy='continue' to run on past the end of the signal")
         frames = [f for k in range(start, start + count) for f in self.video_frames_of_latent(k)]
         real = [f for f in frames if f != NO_FRAME]
-        rows = torch.zeros(len(frames), *self.row_shape)  # [count*4, *row]
-        if real:
-            lo, hi = min(real), max(real)
-            block = self.video_features(lo, hi - lo + 1)  # [hi-lo+1, *row]
-            take = torch.tensor([f - lo for f in real])
-            keep = torch.tensor([i for i, f in enumerate(frames) if f != NO_FRAME])
-            rows = rows.to(block.dtype)
-            rows[keep] = block[take]
+        if not real:
+            return torch.zeros(count, FRAMES_PER_LATENT, *self.row_shape, device=self.device)
+        lo, hi = min(real), max(real)
+        block = self.video_features(lo, hi - lo + 1)  # [hi-lo+1, *row]
+        rows = block.new_zeros(len(frames), *self.row_shape)  # [count*4, *row]
+        take = torch.tensor([f - lo for f in real], device=block.device)
+        keep = torch.tensor([i for i, f in enumerate(frames) if f != NO_FRAME], device=block.device)
+        rows[keep] = block[take]
         return rows.reshape(count, FRAMES_PER_LATENT, *self.row_shape)
 
 

@@ -81,7 +81,7 @@ def test_windowed_features_stay_close_to_the_whole_clip(tiny_wav2vec2):
 
 
 def test_chunked_requests_equal_one_request_and_the_cache_stays_small(tiny_wav2vec2):
-    signal = AudioSignal(speech(6.0), Wav2Vec2Features(tiny_wav2vec2), window_frames=40, context_frames=10)
+    signal = AudioSignal(speech(4.0), Wav2Vec2Features(tiny_wav2vec2), window_frames=40, context_frames=10)
     total = signal.available_latent_frames()
     one_shot = signal.latent_features(0, total)
     chunks, start = [], 0
@@ -91,7 +91,7 @@ def test_chunked_requests_equal_one_request_and_the_cache_stays_small(tiny_wav2v
         assert torch.equal(part, one_shot[start:start + count])
         chunks.append(part[: min(3, count)])
         start += 3
-        assert len(signal._cache) <= 2
+        assert signal.cached_windows <= 2
     assert torch.equal(torch.cat(chunks)[:total], one_shot)
 
 
@@ -148,3 +148,15 @@ def test_missing_transformers_names_the_install_command(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(MissingDependencyError, match="pip install transformers"):
         load_wav2vec2(tmp_path)
+
+
+def test_file_and_comfy_entry_points(tiny_wav2vec2, shared_media):
+    from knot_core.audio import load_audio
+
+    features = Wav2Vec2Features(tiny_wav2vec2)
+    path = shared_media / "speech_en_44k_stereo.m4a"
+    wave, sr = load_audio(path)
+    from_file = AudioSignal.from_file(path, features)
+    from_comfy = AudioSignal.from_comfy({"waveform": wave[None], "sample_rate": sr}, features)
+    assert from_file.num_frames == from_comfy.num_frames == math.ceil(to_mono_16k(wave, sr).numel() * 25 / 16000)
+    assert torch.allclose(from_file.latent_features(5, 3), from_comfy.latent_features(5, 3), atol=1e-5)

@@ -117,7 +117,7 @@ def test_unreadable_and_empty_audio(tmp_path):
     empty = tmp_path / "empty.wav"
     with wave.open(str(empty), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
-    with pytest.raises(InputError, match="no decodable audio samples|at least one sample|cannot read"):
+    with pytest.raises(InputError, match="contains no decodable audio samples; the audio track is empty"):
         load_audio(empty)
 
 
@@ -142,3 +142,13 @@ def test_shared_media_stereo_m4a_matches_the_16k_wav(shared_media):
     other = to_mono_16k(*load_audio(shared_media / "speech_en_44k_stereo.m4a"))
     assert abs(other.numel() - ref.numel()) < 0.01 * ref.numel()
     assert ref.abs().max() > 0.1 and other.abs().max() > 0.1
+
+
+def test_nan_samples_in_a_file_are_rejected(tmp_path):
+    src = sine(440.0, 16000, 0.5)
+    src[0, 4000] = float("nan")
+    path = write_audio(tmp_path / "nan.wav", src, 16000, "pcm_f32le")
+    with pytest.raises(InputError, match="decodes to NaN or infinite samples"):
+        load_audio(path)
+    with pytest.raises(InputError, match="decodes to NaN or infinite samples"):
+        load_mono_16k(path)

@@ -1,0 +1,118 @@
+"""Inputs to decoded frames to a file: the one render path shared by the CLI, the Python API and the nodes.
+
+Data flows one way and nothing holds the whole video: committed latent chunks from the
+stream are decoded by the streaming VAE decoder (its causal cache carried across chunks)
+and handed to a sink (the MP4 writer, a preview, a custom consumer) as they are made.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor
+
+from .config import StreamConfig
+from .dit import KnotDiT
+from .image import FitMode, prepare_reference
+from .state import StreamState
+from .stream import ChunkStatus, StreamInputs, generate, start_stream
+from .vae import StreamingDecoder, WanVAE, encode_image
+from .video_writer import VideoWriter, frames_from_decoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameChunk:
+    frames: Tensor  # (T, H, W, 3) uint8: the new video frames of one chunk
+    first_frame: int  # video index of frames[0]
+    status: ChunkStatus
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    path: Path
+    frames: int  # video frames in the file
+    chunks: int
+    seconds: float
+    interrupted: bool
+
+    @property
+    def fps_achieved(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def encode_reference(vae: WanVAE, image: Tensor | np.ndarray, height: int, width: int,
+                     mode: FitMode = "crop") -> Tensor:
+    """Reference image (H, W, 3) / (B, H, W, 3), 0..1 or uint8 -> normalised latent (B, 16, 1, h, w)."""
+    pixels = prepare_reference(image, height, width, mode).to(device=vae.device, dtype=vae.dtype)
+    return encode_image(vae, pixels).float()
+
+
+def video_frames_for(latent_frames: int) -> int:
+    """Video frames decoded from a stream of latent frames (Wan2.1 VAE: 1 + 4(T - 1))."""
+    return 1 + 4 * (latent_frames - 1) if latent_frames > 0 else 0
+
+
+def latent_frames_for(video_frames: int) -> int:
+    """Latent frames needed to decode at least `video_frames` frames."""
+    return 1 + -(-(video_frames - 1) // 4) if video_frames > 0 else 0
+
+
+def frame_stream(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, state: StreamState,
+                 decoder: StreamingDecoder, *, num_frames: int | None = None) -> Iterator[FrameChunk]:
+    """Decoded frames chunk by chunk; stops after num_frames video frames (None: never)."""
+    done = decoder.frames_decoded
+    for chunk in generate(model, cfg, inputs, state):
+        frames = frames_from_decoder(decoder.decode(chunk.latents)).cpu()  # (T, H, W, 3) uint8
+        if num_frames is not None:
+            frames = frames[: max(0, num_frames - done)]
+        yield FrameChunk(frames, done, chunk.status)
+        done += frames.shape[0]
+        if num_frames is not None and done >= num_frames:
+            return
+
+
+def render_to_file(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, vae: WanVAE, out_path: str | Path, *,
+                   fps: float, num_frames: int, seed: int = 0, audio: Tensor | None = None,
+                   sample_rate: int | None = None, overwrite: bool = False,
+                   should_stop: Callable[[], bool] | None = None,
+                   on_chunk: Callable[[FrameChunk], None] | None = None) -> RenderResult:
+    """Render num_frames video frames to an MP4 as they are made (audio muxed if given).
+
+    should_stop is polled after each chunk; stopping (or any error) leaves a playable file
+    holding every chunk already written.
+    """
+    state = start_stream(model, cfg, inputs, seed=seed)
+    decoder = StreamingDecoder(vae)
+    started = time.perf_counter()
+    with VideoWriter(out_path, fps, audio=audio, sample_rate=sample_rate, overwrite=overwrite) as writer:
+        chunks, interrupted = write_stream(frame_stream(model, cfg, inputs, state, decoder, num_frames=num_frames),
+                                           writer, num_frames=num_frames, should_stop=should_stop, on_chunk=on_chunk)
+        frames = writer.frames_written
+    return RenderResult(Path(out_path), frames, chunks, time.perf_counter() - started, interrupted)
+
+
+def write_stream(pieces: Iterable[FrameChunk], writer: VideoWriter, *, num_frames: int,
+                 should_stop: Callable[[], bool] | None = None,
+                 on_chunk: Callable[[FrameChunk], None] | None = None) -> tuple[int, bool]:
+    """Write chunks to an open writer (each durable before on_chunk runs); returns (chunks, interrupted).
+
+    should_stop is polled after each chunk's on_chunk; the writer is left open for the caller to close.
+    """
+    chunks = 0
+    for piece in pieces:
+        writer.write(piece.frames)
+        chunks += 1
+        if on_chunk is not None:
+            on_chunk(piece)
+        if should_stop is not None and should_stop() and writer.frames_written < num_frames:
+            log.info("render stopped after %d chunks (%d frames); the file holds them", chunks,
+                     writer.frames_written)
+            return chunks, True
+    return chunks, False

@@ -1,0 +1,101 @@
+"""Before a render starts: how many video frames it makes, and whether its parts fit together.
+
+A render is asked for in seconds, in video frames, or "until the driving signal ends". The stream
+asks its signals for more latent frames than it commits: the knot strategy denoises c + k frames
+per chunk (the k knot frames belong to the next chunk), and rolling forcing holds len(steps)
+chunks in flight. `latent_frames_asked` counts exactly what `stream.generate` requests, so a
+signal that is too short is reported here, before any sampling, instead of failing mid-video.
+Counts follow the Wan2.1 VAE (latent 0 -> 1 video frame, every later latent -> 4).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from .config import LATENT_CHANNELS, StreamConfig
+from .driving import encode_driving
+from .errors import InputError
+from .pipeline import latent_frames_for, video_frames_for
+
+LengthUnit = Literal["seconds", "frames", "signal"]
+LENGTH_UNITS: tuple[str, ...] = ("seconds", "frames", "signal")
+
+
+def chunks_for(cfg: StreamConfig, video_frames: int) -> int:
+    """Chunks the stream must produce to decode at least `video_frames` frames."""
+    return -(-latent_frames_for(video_frames) // cfg.chunk_len)
+
+
+def latent_frames_asked(cfg: StreamConfig, chunks: int) -> int:
+    """Latent frames 0 .. n-1 that `generate` asks its driving signals for while making `chunks` chunks."""
+    if chunks < 1:
+        return 0
+    c = cfg.chunk_len
+    if cfg.strategy == "rolling_forcing":
+        return (chunks - 1 + len(cfg.steps)) * c  # the newest in-flight chunk reaches this far
+    return chunks * c + cfg.knot_len  # the last chunk also denoises its k knot frames
+
+
+def frames_until_signal_end(cfg: StreamConfig, available_latents: int, fps: float) -> int:
+    """Most video frames a render can make when its signals serve `available_latents` latent frames."""
+    c = cfg.chunk_len
+    if cfg.strategy == "rolling_forcing":
+        chunks = available_latents // c - len(cfg.steps) + 1
+    else:
+        chunks = (available_latents - cfg.knot_len) // c
+    if chunks < 1:
+        need = latent_frames_asked(cfg, 1)
+        raise InputError(f"the driving signal covers {available_latents} latent frames "
+                         f"(~{video_frames_for(available_latents) / fps:.2f} s at {fps:g} fps), but even one chunk "
+                         f"needs {need} ({cfg.strategy}, chunk_len={c}, knot_len={cfg.knot_len}); give a longer "
+                         "signal, or set the signal's end_policy to 'continue'")
+    return video_frames_for(chunks * c)
+
+
+def plan_frames(cfg: StreamConfig, fps: float, length: float, unit: str, available_latents: int | None) -> int:
+    """Video frames to render for `length` in `unit`; raises InputError if the signals end too early.
+
+    available_latents: latent frames the driving signals serve (None = no bounded signal).
+    """
+    if unit not in LENGTH_UNITS:
+        raise InputError(f"length unit {unit!r}; choose one of {', '.join(LENGTH_UNITS)}")
+    if fps <= 0 or not math.isfinite(fps):
+        raise InputError(f"fps={fps!r}; the frame rate must be a positive number")
+    if unit == "signal":
+        if available_latents is None:
+            raise InputError("length is 'until the signal ends', but no driving signal with an end is connected; "
+                             "connect an audio / pose / expression signal with end_policy 'stop', or give the "
+                             "length in seconds or frames")
+        return frames_until_signal_end(cfg, available_latents, fps)
+    frames = round(length * fps) if unit == "seconds" else int(length)
+    if frames < 1:
+        raise InputError(f"length {length:g} {unit} gives {frames} video frames at {fps:g} fps; ask for at least "
+                         "one frame")
+    if available_latents is not None:
+        asked = latent_frames_asked(cfg, chunks_for(cfg, frames))
+        if asked > available_latents:
+            most = frames_until_signal_end(cfg, available_latents, fps)
+            raise InputError(f"the driving signal is shorter than the requested length: {frames} frames "
+                             f"({frames / fps:.2f} s at {fps:g} fps) need {asked} latent frames of signal, it has "
+                             f"{available_latents} (enough for {most} frames = {most / fps:.2f} s). Shorten the "
+                             "length, choose 'signal' to stop where it ends, or set the signal's end_policy to "
+                             "'continue'")
+    return frames
+
+
+def check_vae_pair(model_out_channels: int, vae_z_dim: int) -> None:
+    """The DiT and the VAE must share the latent space (Wan2.1: 16 channels)."""
+    if model_out_channels != vae_z_dim:
+        raise InputError(f"the VAE has {vae_z_dim} latent channels but the model works in {model_out_channels} "
+                         f"(the Wan2.1 VAE has {LATENT_CHANNELS}; the Wan2.2 VAE has 48); load wan_2.1_vae."
+                         "safetensors for this model")
+
+
+@torch.no_grad()
+def preflight_signals(model, signals, device: torch.device | str) -> None:
+    """Encode latent frame 0 of every driving signal through the model's adapters (features of the wrong
+    kind or size fail here, before the output file exists); the signals cache what they compute."""
+    encode_driving(model.driving, signals, 0, 1, device)

@@ -1,0 +1,105 @@
+"""The Streaming Sampler: inputs -> knot_core.pipeline.render_to_file -> an MP4 written chunk by chunk."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+
+from knot_core.errors import InputError
+
+from .host import host
+from .preview import EVENT_DONE, ChunkReporter
+from .types import CATEGORY, KNOT_MODEL, KNOT_REFERENCE, KNOT_SETTINGS, KNOT_SIGNAL, KNOT_VAE, KnotSettings, Signals
+
+log = logging.getLogger(__name__)
+
+LENGTH_UNITS = ("seconds", "frames", "signal")
+
+
+def text_embedding(conditioning, info):
+    """CONDITIONING [[tensor [1, L, dim], {...}], ...] -> [1, L, dim] checked against the model (None: none)."""
+    from knot_core.checkpoints import check_text
+
+    if conditioning is None:
+        return check_text(info, None)
+    try:
+        text = conditioning[0][0]
+    except (TypeError, IndexError, KeyError) as err:
+        raise InputError(f"text: got {type(conditioning).__name__}; connect CLIPTextEncode's CONDITIONING "
+                         "(CLIPLoader type 'wan', umT5-XXL)") from err
+    return check_text(info, text[:1].float())
+
+
+class KnotForcingStreamingSampler:
+    DESCRIPTION = ("Generates the video chunk by chunk and writes each chunk to an MP4 in the output folder as it is "
+                   "made (driving audio muxed). Interrupt stops after the current chunk and keeps a playable file.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("STRING", "VIDEO", "IMAGE")
+    RETURN_NAMES = ("path", "video", "images")
+    OUTPUT_NODE = True
+    FUNCTION = "render"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (KNOT_MODEL,), "vae": (KNOT_VAE,), "reference": (KNOT_REFERENCE,),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "control_after_generate": True}),
+            "length": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 1e6, "step": 0.5,
+                                 "tooltip": "In length_unit; ignored for 'signal'."}),
+            "length_unit": (list(LENGTH_UNITS), {"default": "seconds",
+                                                 "tooltip": "signal = until the driving signal ends."}),
+            "filename_prefix": ("STRING", {"default": "KnotForcing/portrait",
+                                           "tooltip": "Relative to ComfyUI's output folder."}),
+            "max_image_frames": ("INT", {"default": 256, "min": 0, "max": 100000,
+                                         "tooltip": "Return every frame as IMAGE only up to this many frames; "
+                                                    "longer videos return the last frame (use the file)."}),
+        }, "optional": {
+            "settings": (KNOT_SETTINGS, {"tooltip": "Knot Settings / Running Ahead; unconnected = the model's."}),
+            "text": ("CONDITIONING", {"tooltip": "CLIPTextEncode with CLIPLoader type 'wan' (umT5-XXL)."}),
+            "signals": (KNOT_SIGNAL, {"tooltip": "Audio / Pose / Expression Signal; the video takes its fps."}),
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def render(self, model, vae, reference, seed: int, length: float, length_unit: str, filename_prefix: str,
+               max_image_frames: int, settings: KnotSettings | None = None, text=None, signals: Signals | None = None,
+               unique_id: str | None = None):
+        from knot_core.pipeline import render_to_file
+        from knot_core.render_plan import check_vae_pair, chunks_for, plan_frames, preflight_signals
+        from knot_core.stream import StreamInputs, validate_inputs
+
+        if reference is None:
+            raise InputError("no reference: connect Encode Reference (a portrait photo) to 'reference'")
+        h, signals = host(), signals or Signals()
+        cfg = (settings or KnotSettings()).resolve(model.info.stream_config())
+        fps = signals.fps or model.info.sampler.fps
+        inputs = StreamInputs(reference.latent_size, reference.latent, text_embedding(text, model.info),
+                              reference.keep_mask, signals.items)
+        frames = plan_frames(cfg, fps, length, length_unit, signals.available_latent_frames())
+        check_vae_pair(model.info.config.out_dim, vae.config.z_dim)
+        validate_inputs(model.model, cfg, inputs)
+        preflight_signals(model.model, signals.items, model.model.patch_embedding.weight.device)
+        path, subfolder = h.output_file(filename_prefix, "mp4")
+        report = ChunkReporter(h, unique_id, chunks=chunks_for(cfg, frames), fps=fps, knot_len=cfg.knot_len,
+                               keep_frames=frames <= max_image_frames)
+        audio, rate = signals.audio or (None, None)
+        try:
+            result = render_to_file(model.model, cfg, inputs, vae, path, fps=Fraction(fps).limit_denominator(1001),
+                                    num_frames=frames, seed=seed, audio=audio, sample_rate=rate,
+                                    should_stop=h.interrupted, on_chunk=report)
+        finally:
+            h.free_memory()  # the stream's caches are gone; give their memory back to the host
+        h.send(EVENT_DONE, {"node": unique_id, "filename": path.name, "subfolder": subfolder, "frames": result.frames,
+                            "interrupted": result.interrupted})
+        if result.interrupted:
+            h.raise_if_interrupted()
+        return {"ui": _ui(result, path, subfolder, frames, report.kept is not None),
+                "result": (str(path), h.video_output(path), report.images())}
+
+
+def _ui(result, path, subfolder: str, frames: int, kept: bool) -> dict:
+    lines = [f"{result.frames} frames, {result.chunks} chunks in {result.seconds:.1f} s "
+             f"({result.fps_achieved:.1f} fps) -> {path}"]
+    if not kept:
+        lines.append(f"{frames} frames is more than max_image_frames: 'images' holds the last frame only; use the "
+                     "file (path / video outputs)")
+    return {"text": lines, "images": [{"filename": path.name, "subfolder": subfolder, "type": "output"}],
+            "animated": (True,)}

@@ -1,0 +1,84 @@
+"""web/knotforcing.js under Node.js with the frontend's app/api replaced by small recorders and a minimal DOM."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE = shutil.which("node")
+
+APP = "export const app = { extensions: [], registerExtension(e) { this.extensions.push(e); } };\n"
+API = """export const api = { handlers: {}, addEventListener(name, fn) { (this.handlers[name] ??= []).push(fn); },
+  dispatch(name, detail) { for (const fn of this.handlers[name] ?? []) fn({ detail }); } };\n"""
+HARNESS = """
+class El { constructor(tag) { this.tag = tag; this.style = {}; this.children = [];
+  this.textContent = ""; this.src = ""; }
+  appendChild(c) { this.children.push(c); return c; } }
+globalThis.document = { createElement: (tag) => new El(tag) };
+const { app } = await import("./scripts/app.js");
+const { api } = await import("./scripts/api.js");
+await import("./extensions/knotforcing/knotforcing.js");
+const ext = app.extensions[0];
+ext.setup();
+const widgets = [];
+const node = { id: 5, comfyClass: "KnotForcingStreamingSampler",
+  addDOMWidget(name, type, el, opts) { widgets.push({ name, type, el, opts }); } };
+ext.nodeCreated(node);
+ext.nodeCreated({ id: 6, comfyClass: "KSampler", addDOMWidget() { throw new Error("must not be called"); } });
+ext.nodeCreated({ id: 7, comfyClass: "KnotForcingStreamingSampler" });  // old frontend: no addDOMWidget
+const root = widgets[0].el, [img, strip] = root.children;
+const jpeg = "AAAA";
+const seen = [];
+// events the preview cannot use must not throw
+for (const detail of [undefined, null, 3, {}, { node: 99, chunk: 0 }, { node: 5 }, { node: 5, frames: "x" }]) {
+  api.dispatch("knotforcing.chunk", detail);
+  api.dispatch("knotforcing.done", detail);
+}
+api.dispatch("knotforcing.chunk", { node: "5", chunk: 0, chunks: 3, knot_boundary: null, ref_index: 8, fps: 2.5,
+  video_fps: 16, frames: [jpeg, jpeg] });
+seen.push(strip.textContent, img.src);
+api.dispatch("knotforcing.chunk", { node: "2:5", chunk: 1, chunks: 3, knot_boundary: 9, ref_index: 12, fps: 3.25,
+  video_fps: 16, frames: [jpeg] });
+seen.push(strip.textContent);
+api.dispatch("knotforcing.done", { node: "5", frames: 21, filename: "a.mp4", interrupted: true });
+seen.push(strip.textContent);
+node.onRemoved();
+api.dispatch("knotforcing.chunk", { node: "5", chunk: 2, frames: [jpeg] });  // removed: ignored
+seen.push(strip.textContent);
+console.log(JSON.stringify({ name: ext.name, widgets: widgets.map((w) => [w.name, w.type, w.opts.serialize]), seen }));
+"""
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed; the web extension test needs `node`")
+def test_preview_extension_handles_events_and_bad_input(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "app.js").write_text(APP)
+    (tmp_path / "scripts" / "api.js").write_text(API)
+    ext = tmp_path / "extensions" / "knotforcing"
+    ext.mkdir(parents=True)
+    shutil.copy(ROOT / "web" / "knotforcing.js", ext / "knotforcing.js")
+    (tmp_path / "harness.mjs").write_text(HARNESS)
+    out = subprocess.run([NODE, "harness.mjs"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["name"] == "knotforcing.preview"
+    assert got["widgets"] == [["knotforcing_preview", "knotforcing.preview", False]]
+    assert got["seen"][0] == "chunk 1/3 | knots @ - | n=8 | 2.5 fps"
+    assert got["seen"][1] == "data:image/jpeg;base64,AAAA"
+    assert got["seen"][2] == "chunk 2/3 | knots @ 9 | n=12 | 3.3 fps"
+    assert got["seen"][3] == "interrupted: 21 frames -> a.mp4"
+    assert got["seen"][4] == got["seen"][3]
+
+
+def test_web_folder_is_one_namespaced_extension():
+    files = sorted(p.name for p in (ROOT / "web").iterdir())
+    assert files == ["knotforcing.js"]
+    text = (ROOT / "web" / "knotforcing.js").read_text()
+    assert "registerExtension" in text and "beforeRegisterNodeDef" not in text and ".prototype" not in text
+    events = set(__import__("re").findall(r'"(knotforcing\.[a-z]+)"', text))
+    assert events == {"knotforcing.chunk", "knotforcing.done", "knotforcing.preview"}

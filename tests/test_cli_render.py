@@ -1,0 +1,109 @@
+"""`python -m knot_core render`: SIGINT mid-render leaves a playable MP4 with exactly the finished chunks and
+a state that --resume completes to the frames of an uninterrupted render; user errors give one line, exit 2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+from test_render import FRAMES, decoded, job, one_thread, write_tiny_files  # noqa: F401 - autouse fixture
+
+from knot_core.cli import main
+from knot_core.render import render, state_path
+from knot_core.video_reader import count_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return write_tiny_files(tmp_path_factory.mktemp("tiny_cli"))
+
+
+def flags(files, out: Path, *extra: str) -> list[str]:
+    return ["render", "--reference", str(files["reference"]), "--model", str(files["model"]), "--vae",
+            str(files["vae"]), "--out", str(out), "--crf", "0", "-q", *extra]
+
+
+def frames_in_state(path: Path) -> int:
+    import json
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["render"])["frames_written"]
+
+
+def test_sigint_finishes_the_chunk_and_resume_completes(files, tmp_path):
+    out = tmp_path / "int.mp4"
+    child = subprocess.Popen([sys.executable, "-m", "knot_core", *flags(files, out, "--frames", str(FRAMES))],
+                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not state_path(out).is_file() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the state appears once the first chunk is in the file
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    held = frames_in_state(state_path(out))
+    assert "interrupted" in err and f"holds {held} frames" in err and "--resume" in err
+    assert held in (9, 21, 33, 45) and count_frames(out) == held  # whole chunks only, playable
+
+    done = subprocess.run([sys.executable, "-m", "knot_core", *flags(files, out, "--frames", str(FRAMES),
+                                                                         "--resume")],
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {out}: {FRAMES} frames" in done.stdout and not state_path(out).exists()
+    render(job(files, tmp_path / "ref.mp4"))
+    a, b = decoded(tmp_path / "ref.mp4"), decoded(out)
+    assert len(b) == FRAMES and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_user_errors_give_one_line_and_status_2(files, tmp_path, capsys):
+    out = tmp_path / "o.mp4"
+    assert main(flags({**files, "reference": tmp_path / "none.png"}, out, "--frames", "9")) == 2
+    assert "reference image" in one_error_line(capsys) and not out.exists()
+
+    out.write_bytes(b"old")
+    assert main(flags(files, out, "--frames", "9")) == 2
+    assert "already exists" in one_error_line(capsys) and out.read_bytes() == b"old"
+
+    assert main(flags(files, tmp_path / "x.mp4", "--frames", "9", "--knot-len", "5")) == 2
+    assert "knot_len=5" in one_error_line(capsys)
+    assert main(flags(files, tmp_path / "x.mp4")) == 2
+    assert "no length given" in one_error_line(capsys)
+    assert main(flags(files, tmp_path / "x.txt", "--frames", "9")) == 2
+    assert "must end in one of" in one_error_line(capsys)
+
+
+def test_unknown_setting_is_an_argparse_error(files, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(flags(files, tmp_path / "o.mp4", "--chunk-size", "3"))
+    assert exc.value.code == 2 and "unrecognized arguments: --chunk-size" in capsys.readouterr().err
+
+
+def test_disk_full_reports_what_the_file_holds(files, tmp_path):
+    import resource
+
+    def limit():  # writes past 20 kB fail with EFBIG, as a full disk fails with ENOSPC
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    out = tmp_path / "full.mp4"
+    run = subprocess.run([sys.executable, "-m", "knot_core", *flags(files, out, "--frames", "200")], env=ENV,
+                         capture_output=True, text=True, timeout=120, preexec_fn=limit)
+    assert run.returncode == 2, run.stderr
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "playable" in line and "Free disk space" in line
+    assert count_frames(out) in (9, 21, 33, 45, 57, 69)

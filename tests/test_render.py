@@ -1,0 +1,191 @@
+"""render(job): resumed renders equal uninterrupted ones frame for frame, decoder state round trips bitwise,
+and every user error is named before work starts without touching an existing output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from knot_core.config import PRESETS, StreamConfig
+from knot_core.dit import KnotDiT
+from knot_core.errors import ConfigError, InputError
+from knot_core.model_file import SamplerDefaults, save_knot_model
+from knot_core.render import RenderJob, render, state_path
+from knot_core.vae import StreamingDecoder, VAEConfig, WanVAE
+from knot_core.video_reader import count_frames, probe, read_frames
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+FRAMES = 57  # 9 + 4 chunks of 12 (chunk_len 3)
+
+
+def write_tiny_files(folder: Path) -> dict[str, Path]:
+    """A tiny KnotDiT (33-channel layout, 2 steps, 16 fps, 32x32), a tiny Wan VAE and a 48x48 photo."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    sampler = SamplerDefaults(StreamConfig(steps=(1000, 500)), fps=16, resolution=(32, 32))
+    save_knot_model(KnotDiT(PRESETS["tiny-noise-ref-mask"]), folder / "model.safetensors", sampler=sampler)
+    save_file(WanVAE(VAEConfig.tiny()).state_dict(), str(folder / "vae.safetensors"))
+    photo = (np.random.default_rng(0).random((48, 48, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(folder / "ref.png"), photo)
+    return {"reference": folder / "ref.png", "model": folder / "model.safetensors", "vae": folder / "vae.safetensors"}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    return write_tiny_files(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # two shared cores: one torch thread per process is several times faster than two fighting
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def job(files, out: Path, **options) -> RenderJob:
+    return RenderJob(out=out, **files, **{"frames": FRAMES, "crf": 0, **options})
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    return list(read_frames(path))
+
+
+def test_resume_gives_the_frames_of_an_uninterrupted_render(files, tmp_path):
+    whole, pieces = [], []
+    full = render(job(files, tmp_path / "full.mp4"), on_chunk=lambda p: whole.append(p.frames))
+    assert (full.frames, full.chunks, full.interrupted) == (FRAMES, 5, False)
+
+    out = tmp_path / "cut.mp4"
+    first = render(job(files, out, save_every=2), on_chunk=lambda p: pieces.append(p.frames),
+                   should_stop=lambda: len(pieces) == 3)
+    assert (first.frames, first.interrupted) == (33, True)  # 9 + 12 + 12: chunks 1-3, the state saved at stop
+    assert count_frames(out) == 33 and state_path(out).is_file()
+    second = render(job(files, out, resume=True), on_chunk=lambda p: pieces.append(p.frames))
+    assert (second.frames, second.chunks, second.interrupted) == (FRAMES, 2, False)
+    assert not state_path(out).exists()  # a finished job leaves no state behind
+
+    # the frames the decoder produced (before encoding) are bitwise equal, chunk for chunk
+    assert [p.shape[0] for p in pieces] == [p.shape[0] for p in whole] == [9, 12, 12, 12, 12]
+    assert all(torch.equal(a, b) for a, b in zip(pieces, whole))
+    # and so are the decoded MP4s (crf 0 is lossless H.264, so equal input gives equal pictures)
+    a, b = decoded(tmp_path / "full.mp4"), decoded(out)
+    assert len(a) == len(b) == FRAMES and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_resume_cuts_chunks_written_after_the_last_save(files, tmp_path):
+    out, seen = tmp_path / "late.mp4", []
+    # a crash after chunks were written but before their state was saved: the file runs ahead of the state
+    render(job(files, out, save_every=2), on_chunk=lambda p: seen.append(1), should_stop=lambda: len(seen) == 2)
+    saved = state_path(out).read_bytes()
+    render(job(files, out, resume=True, save_every=10), on_chunk=lambda p: seen.append(1),
+           should_stop=lambda: len(seen) == 4)  # writes chunks 3 and 4, saves at 45 frames
+    state_path(out).write_bytes(saved)  # back to the state at 21 frames: chunks 3-4 must be cut
+    assert count_frames(out) == 45
+    render(job(files, out, resume=True))
+    full = render(job(files, tmp_path / "ref.mp4"))
+    a, b = decoded(tmp_path / "ref.mp4"), decoded(out)
+    assert full.frames == len(b) == FRAMES and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.skipif(not (SHARED / "speech_en_44k_stereo.m4a").is_file(), reason="shared media absent (../shared)")
+def test_resumed_audio_has_the_timeline_of_an_uninterrupted_render(files, tmp_path):
+    import av
+
+    speech = SHARED / "speech_en_44k_stereo.m4a"
+    render(job(files, tmp_path / "a.mp4", audio=speech))
+    seen = []
+    render(job(files, tmp_path / "b.mp4", audio=speech), on_chunk=seen.append, should_stop=lambda: len(seen) == 2)
+    render(job(files, tmp_path / "b.mp4", audio=speech, resume=True))
+
+    def audio_packets(path):
+        with av.open(str(path)) as c:
+            return [(p.pts, p.duration) for p in c.demux(c.streams.audio[0]) if p.size]
+
+    assert audio_packets(tmp_path / "a.mp4") == audio_packets(tmp_path / "b.mp4")  # no gap, no overlap
+    info = probe(tmp_path / "b.mp4")
+    assert info.has_audio and info.frames == FRAMES
+    assert abs(info.audio_duration_s - FRAMES / 16) < 1e-3
+
+
+def test_decoder_state_round_trip_is_bitwise(tmp_path):
+    torch.manual_seed(0)
+    vae = WanVAE(VAEConfig.tiny()).eval()
+    z = torch.randn(1, 16, 7, 4, 4)
+    a = StreamingDecoder(vae)
+    a.decode(z[:, :, :3])
+    saved = {k: v.clone() for k, v in a.state_tensors().items()}
+    save_file(saved, str(tmp_path / "d.safetensors"))
+    b = StreamingDecoder(vae)
+    from safetensors.torch import load_file
+
+    b.load_state_tensors(load_file(str(tmp_path / "d.safetensors")))
+    assert (b.latents_decoded, b.frames_decoded) == (3, 9)
+    assert torch.equal(a.decode(z[:, :, 3:]), b.decode(z[:, :, 3:]))
+
+
+def test_existing_output_is_refused_and_left_untouched(files, tmp_path):
+    out = tmp_path / "keep.mp4"
+    out.write_bytes(b"precious")
+    with pytest.raises(InputError, match="already exists; choose another name, pass --overwrite"):
+        render(job(files, out))
+    with pytest.raises(InputError, match="nothing to resume"):
+        render(job(files, out, resume=True))
+    assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("key, message", [
+    ("reference", "reference image .* does not exist"), ("model", "model .* does not exist"),
+    ("vae", "VAE .* does not exist")])
+def test_missing_inputs_are_named(files, tmp_path, key, message):
+    with pytest.raises(InputError, match=message):
+        render(job({**files, key: tmp_path / "nope.bin"}, tmp_path / "o.mp4"))
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_bad_settings_and_outputs_fail_before_work(files, tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['chunk_size'\]; the settings are: strategy"):
+        job(files, tmp_path / "o.mp4", settings={"chunk_size": 3})
+    with pytest.raises(ConfigError, match="knot_len=3; must be in"):
+        render(job(files, tmp_path / "o.mp4", settings={"knot_len": 3}))
+    with pytest.raises(InputError, match="output directory .* does not exist"):
+        render(job(files, tmp_path / "no" / "o.mp4"))
+    with pytest.raises(InputError, match="is not a readable image"):
+        (tmp_path / "bad.png").write_bytes(b"not an image")
+        render(job({**files, "reference": tmp_path / "bad.png"}, tmp_path / "o.mp4"))
+    with pytest.raises(ConfigError, match="no length given"):
+        render(job(files, tmp_path / "o.mp4", frames=None))
+
+
+def test_resume_with_other_settings_is_refused(files, tmp_path):
+    out, seen = tmp_path / "s.mp4", []
+    render(job(files, out), on_chunk=seen.append, should_stop=lambda: len(seen) == 1)
+    with pytest.raises(InputError, match="the job differs from the interrupted one .*'seed': \\(0, 5\\)"):
+        render(job(files, out, resume=True, seed=5))
+    assert count_frames(out) == 9  # untouched by the refused resume
+
+
+def test_job_from_mapping_reads_flags_and_settings(files, tmp_path):
+    j = RenderJob.from_mapping({"reference": "r.png", "model": "m", "vae": "v", "out": "o.mp4", "chunk-len": 4,
+                                "steps": "1000,500", "save_every": 3}, base_dir=tmp_path)
+    assert j.settings == {"chunk_len": 4, "steps": (1000, 500)} and j.save_every == 3
+    assert j.reference == tmp_path / "r.png" and j.name == "o.mp4"
+    with pytest.raises(ConfigError, match="unknown job key 'sped'"):
+        RenderJob.from_mapping({"reference": "r", "model": "m", "vae": "v", "out": "o.mp4", "sped": 1})
+
+
+def test_iter_frames_yields_the_frames_render_writes(files, tmp_path):
+    from knot_core.api import iter_frames
+
+    written = []
+    render(job(files, tmp_path / "w.mp4", frames=21), on_chunk=lambda p: written.append(p.frames))
+    streamed = [c.frames for c in iter_frames(job(files, tmp_path / "unused.mp4", frames=21))]
+    assert [f.shape for f in streamed] == [(9, 32, 32, 3), (12, 32, 32, 3)]
+    assert all(torch.equal(a, b) for a, b in zip(streamed, written, strict=True))
+    assert not (tmp_path / "unused.mp4").exists()

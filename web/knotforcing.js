@@ -1,0 +1,124 @@
+// Knot Forcing live preview: plays the chunks of a render inside the Streaming Sampler node as they arrive.
+//
+// The sampler sends `knotforcing.chunk` websocket events (a few small base64 JPEG frames per chunk, the
+// chunk index, its knot boundary, the reference index n and the running fps) and `knotforcing.done`.
+// This extension adds one DOM widget to KnotForcingStreamingSampler nodes; it patches no other node or
+// extension, and ignores events it cannot use (missing fields, unknown nodes, an older frontend).
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const SAMPLER = "KnotForcingStreamingSampler";
+const MAX_QUEUE = 240; // frames buffered for playback; older ones are dropped if the render outpaces playback
+const previews = new Map(); // node id (string) -> Preview
+
+function number(value, fallback) {
+  return typeof value === "number" && Number.isFinite(value) ? value : fallback;
+}
+
+class Preview {
+  constructor() {
+    this.root = document.createElement("div");
+    this.root.className = "knotforcing-preview";
+    Object.assign(this.root.style, { display: "flex", flexDirection: "column", gap: "4px", width: "100%" });
+    this.image = document.createElement("img");
+    Object.assign(this.image.style, { width: "100%", objectFit: "contain", background: "#111", minHeight: "96px" });
+    this.image.alt = "Knot Forcing preview";
+    this.strip = document.createElement("div");
+    Object.assign(this.strip.style, { font: "11px monospace", color: "#ccc", whiteSpace: "pre", overflow: "hidden" });
+    this.root.appendChild(this.image);
+    this.root.appendChild(this.strip);
+    this.queue = [];
+    this.timer = null;
+    this.interval = 1000 / 16;
+    this.boundaries = [];
+    this.showStrip({});
+  }
+
+  reset() {
+    this.queue = [];
+    this.boundaries = [];
+  }
+
+  onChunk(detail) {
+    const chunk = number(detail.chunk, null);
+    if (chunk === 0) this.reset();
+    const fps = number(detail.video_fps, 16);
+    const stride = Math.max(1, number(detail.preview_stride, 1));
+    this.interval = (1000 * stride) / Math.max(1, fps);
+    const boundary = number(detail.knot_boundary, null);
+    if (boundary !== null) this.boundaries = [...this.boundaries.slice(-5), boundary];
+    const frames = Array.isArray(detail.frames) ? detail.frames.filter((f) => typeof f === "string") : [];
+    for (const frame of frames) this.queue.push("data:image/jpeg;base64," + frame);
+    if (this.queue.length > MAX_QUEUE) this.queue.splice(0, this.queue.length - MAX_QUEUE);
+    this.showStrip(detail);
+    this.play();
+  }
+
+  onDone(detail) {
+    const frames = number(detail.frames, null);
+    const state = detail.interrupted ? "interrupted" : "done";
+    this.strip.textContent = `${state}: ${frames ?? "?"} frames -> ${detail.filename ?? "file"}`;
+  }
+
+  showStrip(detail) {
+    const chunk = number(detail.chunk, null);
+    const chunks = number(detail.chunks, null);
+    const parts = [
+      chunk === null ? "chunk -" : `chunk ${chunk + 1}${chunks ? "/" + chunks : ""}`,
+      `knots @ ${this.boundaries.length ? this.boundaries.join(",") : "-"}`,
+      `n=${number(detail.ref_index, "-")}`,
+      `${number(detail.fps, 0).toFixed(1)} fps`,
+    ];
+    this.strip.textContent = parts.join(" | ");
+  }
+
+  play() {
+    if (this.timer !== null) return;
+    const step = () => {
+      const next = this.queue.shift();
+      if (next === undefined) {
+        this.timer = null;
+        return;
+      }
+      this.image.src = next;
+      this.timer = setTimeout(step, this.interval);
+    };
+    step();
+  }
+
+  stop() {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.queue = [];
+  }
+}
+
+function previewFor(detail) {
+  if (!detail || typeof detail !== "object" || detail.node === undefined || detail.node === null) return null;
+  const id = String(detail.node);
+  // Inside subgraphs the server's id is a path "outer:inner"; the node on the canvas has the last part.
+  return previews.get(id) ?? previews.get(id.split(":").pop()) ?? null;
+}
+
+app.registerExtension({
+  name: "knotforcing.preview",
+  setup() {
+    api.addEventListener("knotforcing.chunk", (event) => previewFor(event?.detail)?.onChunk(event.detail));
+    api.addEventListener("knotforcing.done", (event) => previewFor(event?.detail)?.onDone(event.detail));
+  },
+  nodeCreated(node) {
+    if (node?.comfyClass !== SAMPLER || typeof node.addDOMWidget !== "function") return;
+    const preview = new Preview();
+    node.addDOMWidget("knotforcing_preview", "knotforcing.preview", preview.root, {
+      serialize: false,
+      getMinHeight: () => 140,
+    });
+    previews.set(String(node.id), preview);
+    const removed = node.onRemoved;
+    node.onRemoved = function () {
+      preview.stop();
+      previews.delete(String(node.id));
+      return removed?.apply(this, arguments);
+    };
+  },
+});
