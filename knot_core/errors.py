@@ -23,3 +23,7 @@ class InputError(KnotError):
 
 class MissingDependencyError(KnotError, ImportError):
     """An optional dependency is needed on this path; the message gives the install command."""
+
+
+class OutputError(KnotError):
+    """The output file could not be written (disk full, I/O error); the message says what the file holds."""

@@ -24,14 +24,11 @@ starts one frame early so its priming packet is dropped and the audio runs on wi
 
 from __future__ import annotations
 
-import bisect
 import io
 import logging
 import os
-import struct
 import sys
 import tempfile
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -39,7 +36,8 @@ from typing import Any
 import av
 import numpy as np
 
-from .errors import InputError, KnotError
+from .errors import InputError, KnotError, OutputError
+from .mp4_fragments import HEADER_BOXES, scan_fragments, split_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +48,10 @@ AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100,
 # sample at index i of the input plays at time i / sample_rate, without relying on an edit list.
 AAC_PRIMING = 1024
 CONVERT_SLICE = 16  # frames converted to uint8 at a time, so a long float input never gets a full copy
-HEADER_BOXES = (b"ftyp", b"moov")
 CODEC_NAMES = {"libx264": "h264", "mpeg4": "mpeg4"}  # encoder -> the codec a reader reports
 MOVFLAGS = "frag_custom+empty_moov+default_base_moof+frag_discont+skip_trailer"
 
 
-class OutputError(KnotError):
-    """The output file could not be written (disk full, I/O error); the message says what the file holds."""
 
 
 def frames_from_decoder(x: Any) -> Any:
@@ -168,82 +163,6 @@ def _check_path(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
-def _split_boxes(data: bytes) -> list[tuple[bytes, bytes]]:
-    """Top-level ISO-BMFF boxes of a complete in-memory MP4 as (type, bytes); 32-bit sizes only (fragments)."""
-    boxes, offset = [], 0
-    while offset + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
-        assert size >= 8, f"unexpected box size {size} at {offset}"  # 64-bit sizes never occur per fragment
-        boxes.append((kind, data[offset : offset + size]))
-        offset += size
-    assert offset == len(data), f"trailing {len(data) - offset} bytes after the last box"
-    return boxes
-
-
-@dataclass(frozen=True)
-class _FragmentLayout:
-    """Where a VideoWriter file can be cut: after header + fragment j (index j-1), j = 0..n."""
-
-    codec: str
-    size: tuple[int, int]  # (H, W)
-    has_audio: bool
-    sample_rate: int | None
-    ends: list[int]  # byte offset after the headers (index 0) and after each fragment
-    frames_at: list[int]  # video frames held up to each of those offsets
-    audio_end: list[int]  # end time of the audio held there, in samples
-
-
-def _top_level_boxes(path: Path) -> list[tuple[bytes, int, int]]:
-    """(type, offset, size) of each whole top-level box; a torn last box is left out."""
-    boxes, offset, total = [], 0, path.stat().st_size
-    with open(path, "rb") as f:
-        while offset + 8 <= total:
-            f.seek(offset)
-            size, kind = struct.unpack(">I4s", f.read(8))
-            if size == 1:
-                size = struct.unpack(">Q", f.read(8))[0]
-            if size < 8 or offset + size > total:
-                break
-            boxes.append((kind, offset, size))
-            offset += size
-    return boxes
-
-
-def _scan_fragments(path: Path) -> _FragmentLayout:
-    """Demux (no decoding) a fragmented MP4 and count the frames and audio held before each fragment end."""
-    boxes = _top_level_boxes(path)
-    if [b[0] for b in boxes[:2]] != list(HEADER_BOXES) or any(b[0] not in (b"moof", b"mdat") for b in boxes[2:]):
-        raise InputError(f"{str(path)!r} is not a fragmented MP4 written by VideoWriter (top-level boxes "
-                         f"{[b[0].decode('latin-1') for b in boxes[:6]]}); it cannot be resumed")
-    ends = [boxes[1][1] + boxes[1][2]] + [off + size for kind, off, size in boxes[2:] if kind == b"mdat"]
-    video_at, audio_at = [0] * len(ends), [0] * len(ends)
-    try:
-        with av.open(str(path), "r") as container:
-            vstream = container.streams.video[0]
-            astream = container.streams.audio[0] if container.streams.audio else None
-            size = (vstream.codec_context.height, vstream.codec_context.width)
-            codec, rate = vstream.codec_context.name, (astream.codec_context.sample_rate if astream else None)
-            for packet in container.demux():
-                if packet.size == 0 or packet.pos is None or packet.pos < 0:
-                    continue
-                j = bisect.bisect_right(ends, packet.pos)  # the fragment whose mdat holds the sample
-                if j >= len(ends):
-                    continue  # in a torn tail that is cut off anyway
-                if packet.stream is vstream:
-                    video_at[j] += 1
-                elif packet.stream is astream:
-                    end = Fraction(packet.pts + packet.duration) * packet.time_base * rate  # in samples
-                    audio_at[j] = max(audio_at[j], round(end))
-    except (av.error.FFmpegError, IndexError) as exc:
-        raise InputError(f"{str(path)!r} cannot be read back ({exc}); it cannot be resumed") from exc
-    frames_at, audio_end, total, last = [], [], 0, 0
-    for v, a in zip(video_at, audio_at):
-        total, last = total + v, max(last, a)
-        frames_at.append(total)
-        audio_end.append(last)
-    return _FragmentLayout(codec, size, astream is not None, rate, ends, frames_at, audio_end)
-
-
 class _Encoders:
     """The render-long H.264 (+ AAC) encoders, held by an MP4 container that is never muxed into."""
 
@@ -295,7 +214,7 @@ class _Encoders:
                 for packet in packets:
                     packet.stream = stream
                     muxer.mux_one(packet)
-        boxes = _split_boxes(buffer.getvalue())
+        boxes = split_boxes(buffer.getvalue())
         return b"".join(data for kind, data in boxes if index == 0 or kind not in HEADER_BOXES)
 
     def close(self) -> None:
@@ -427,7 +346,7 @@ class VideoWriter:
         logger.info("wrote %s: %d frames, %.2f s", self._path, self._frames, self.duration_s)
 
     def _resume(self, frames: int) -> None:
-        layout = _scan_fragments(self._path)
+        layout = scan_fragments(self._path)
         if layout.codec != CODEC_NAMES[self._codec] or layout.has_audio != (self._audio is not None):
             raise InputError(
                 f"cannot resume {str(self._path)!r}: it holds {layout.codec} video "
