@@ -89,12 +89,22 @@ def frame_differences(frames: np.ndarray, previous: np.ndarray | None = None) ->
 
 
 class BoundaryMeter:
-    """Seam strength of a video fed chunk by chunk: boundary / within mean absolute frame differences."""
+    """Seam strength of a video fed chunk by chunk: boundary / within mean absolute frame differences.
 
-    def __init__(self, last: np.ndarray | None = None) -> None:
-        """`last`: the frame before the first chunk, when measuring a stretch cut from a longer stream."""
+    With `frames_per_latent` (4 for the Wan2.1 VAE contract: latent t >= 1 decodes to frames 4t-3 .. 4t)
+    it also keeps the within-chunk steps that cross a latent boundary, since a chunk boundary is always a
+    latent boundary too: `latent_ratio` compares like with like, so a decoder that smooths inside a latent
+    but not across latents does not count as a seam.
+    """
+
+    def __init__(self, last: np.ndarray | None = None, first_frame: int = 0,
+                 frames_per_latent: int | None = None) -> None:
+        """`last` and `first_frame`: the frame before, and the index of, the first frame fed, when measuring
+        a stretch cut from a longer stream."""
         self.last = None if last is None else np.asarray(last).copy()
+        self.next_frame, self.frames_per_latent = first_frame, frames_per_latent
         self.boundary_sum, self.boundary_n, self.within_sum, self.within_n = 0.0, 0, 0.0, 0
+        self.latent_sum, self.latent_n = 0.0, 0
 
     def update(self, chunk: np.ndarray) -> None:
         """Add the next chunk's frames (T, H, W, 3); its first difference is a chunk boundary."""
@@ -102,7 +112,11 @@ class BoundaryMeter:
         if self.last is not None:
             self.boundary_sum, self.boundary_n = self.boundary_sum + float(diffs[0]), self.boundary_n + 1
         self.within_sum, self.within_n = self.within_sum + float(diffs[1:].sum()), self.within_n + len(diffs) - 1
-        self.last = np.asarray(chunk[-1]).copy()
+        if self.frames_per_latent:
+            index = np.arange(self.next_frame + 1, self.next_frame + len(diffs))  # global index of diffs[1:]
+            crossing = diffs[1:][(index - 1) % self.frames_per_latent == 0]  # steps into a new latent's first frame
+            self.latent_sum, self.latent_n = self.latent_sum + float(crossing.sum()), self.latent_n + len(crossing)
+        self.last, self.next_frame = np.asarray(chunk[-1]).copy(), self.next_frame + len(diffs)
 
     @property
     def boundary_mean(self) -> float:
@@ -115,9 +129,16 @@ class BoundaryMeter:
     @property
     def ratio(self) -> float:
         """1.0 = seamless; NaN until a boundary and a within-chunk difference have been seen."""
-        if not self.boundary_n or not self.within_n or self.within_mean == 0:
-            return math.nan
-        return self.boundary_mean / self.within_mean
+        return _ratio(self.boundary_mean, self.within_mean)
+
+    @property
+    def latent_ratio(self) -> float:
+        """Boundary steps over within-chunk latent-crossing steps; NaN without frames_per_latent."""
+        return _ratio(self.boundary_mean, self.latent_sum / self.latent_n if self.latent_n else math.nan)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else math.nan
 
 
 def boundary_ratio(video: np.ndarray, chunk_frames: int) -> float:

@@ -84,6 +84,23 @@ def test_boundary_ratio_is_one_for_smooth_motion_and_large_for_jumps_at_chunk_bo
     assert ratio > 3.0, ratio
 
 
+def test_latent_ratio_ignores_smoothing_inside_a_latent():
+    # a decoder that holds each latent's 4 frames still and steps between latents: every change sits on a
+    # latent step (frames 1, 5, 9, ...): 12 steps of 10, 4 of them chunk boundaries (frames 9, 21, 33, 45),
+    # so a seam is 10 / (80 / 44) = 5.5 times the within mean, yet exactly like every other latent step
+    video = np.zeros((1 + 4 * 12, 8, 8, 3), np.uint8)
+    for t in range(len(video)):
+        video[t] = 10 * ((t + 3) // 4)  # latent of frame t: 0 for frame 0, (t + 3) // 4 after
+    meter = BoundaryMeter(frames_per_latent=4)
+    meter.update(video[:9])  # the stream's first chunk: 1 + 4(c - 1) frames, c = 3
+    for start in range(9, len(video), 12):
+        meter.update(video[start:start + 12])
+    assert meter.boundary_n == 4 and meter.within_n == 44 and meter.latent_n == 8
+    assert meter.ratio == pytest.approx(5.5)
+    assert meter.latent_ratio == pytest.approx(1.0)
+    assert math.isnan(BoundaryMeter().latent_ratio)
+
+
 def test_boundary_ratio_of_the_ground_truth_is_near_one(truth):
     _, _, video, _ = truth
     assert 0.8 < boundary_ratio(video, 12) < 1.2  # measured 0.98: the driving is smooth
