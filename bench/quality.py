@@ -241,7 +241,7 @@ def plot(results: list[dict], path: Path, frames: int, bin_len: int) -> None:
         x = 60 + j * 170
         cv2.line(img, (x, 735), (x + 24, 735), COLOURS.get(r["run"], (0, 0, 0)), 3, cv2.LINE_AA)
         cv2.putText(img, r["run"], (x + 30, 740), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(str(path), img)
+    cv2.imwrite(str(path), img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
 def model_version() -> str:
@@ -310,7 +310,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"model": version, "args": {k: str(v) for k, v in vars(args).items()},
-                                         "ground_truth": gt, "runs": results}, indent=1))
+                                         "ground_truth": gt, "runs": results}))
 
 
 if __name__ == "__main__":
