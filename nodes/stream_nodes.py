@@ -74,7 +74,7 @@ class KnotForcingStreamingSampler:
         inputs = StreamInputs(reference.latent_size, reference.latent, text_embedding(text, model.info),
                               reference.keep_mask, signals.items)
         frames = plan_frames(cfg, fps, length, length_unit, signals.available_latent_frames())
-        check_vae_pair(model.info.config.out_dim, vae.config.z_dim)
+        check_vae_pair(model.info.config.out_dim, vae.z_dim)
         validate_inputs(model.model, cfg, inputs)
         preflight_signals(model.model, signals.items, model.model.patch_embedding.weight.device)
         path, subfolder = h.output_file(filename_prefix, "mp4")
