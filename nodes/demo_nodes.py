@@ -57,7 +57,8 @@ class KnotForcingMotionSignal:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seeds the motion."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
+                             "tooltip": "Seeds the motion."}),
             "amount": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.05,
                                  "tooltip": "Head motion amplitude; 0 = still head (the training range is 0..1)."}),
         }, "optional": {"audio": ("AUDIO", {"tooltip": "Speech from the core Load Audio node (optional)."})}}

@@ -131,3 +131,13 @@ def test_demo_workflow_needs_no_files():
     assert [n["mode"] for n in audio] == [4]  # 4 = bypassed in the ComfyUI frontend
     assert not [v for n in data["nodes"] if n["mode"] == 0 for v in n["widgets_values"]
                 if isinstance(v, str) and "." in v and v.rsplit(".", 1)[1] in ("wav", "png", "mp4", "safetensors")]
+
+
+def test_seed_widgets_declare_their_control_widget():
+    """The frontend adds a 'control after generate' widget to every INT named seed / noise_seed and stores its
+    value in widgets_values; declaring it keeps widget_specs (and saved workflows) aligned with the frontend."""
+    for node_type, cls in NODE_CLASS_MAPPINGS.items():
+        for part in ("required", "optional"):
+            for name, value in cls.INPUT_TYPES().get(part, {}).items():
+                if name in ("seed", "noise_seed") and value[0] == "INT":
+                    assert value[1].get("control_after_generate"), f"{node_type}.{name}"
