@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_workflow_files import widget_specs
 
 from knot_core.video_reader import probe, read_frames
@@ -53,8 +54,11 @@ def test_workflow_4_renders_the_demo_with_its_own_widget_values(tmp_path, monkey
     data = json.loads(WORKFLOW.read_text())
     sampler = next(n for n in data["nodes"] if n["type"] == "KnotForcingStreamingSampler")
     assert sampler["widgets_values"][2:4] == [10.0, "seconds"]  # the shipped length; the test asks for 1 s
+    threads = torch.get_num_threads()
     with use_host(StandaloneHost()):
         outputs = run_workflow(data, {"KnotForcingStreamingSampler": {"length": 1.0}})
+    demo = next(n for n in data["nodes"] if n["type"] == "KnotForcingDemoModel")
+    assert outputs[demo["id"]][0].threads == 1 and torch.get_num_threads() == threads  # rendered on 1, restored
     path, video, images = outputs[sampler["id"]]
     assert Path(path).parent == tmp_path / "KnotForcing" and Path(path).name == "demo_00001.mp4"
     info = probe(path)
