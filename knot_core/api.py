@@ -32,9 +32,8 @@ def iter_frames(job: RenderJob) -> Iterator[FrameChunk]:
     """
     from .render_session import open_session
     from .stream import start_stream
-    from .vae import StreamingDecoder
 
     session = open_session(job)
     state = start_stream(session.model, session.cfg, session.inputs, seed=job.seed)
-    yield from frame_stream(session.model, session.cfg, session.inputs, state, StreamingDecoder(session.vae),
+    yield from frame_stream(session.model, session.cfg, session.inputs, state, session.vae.streaming_decoder(),
                             num_frames=session.num_frames)

@@ -106,6 +106,23 @@ class DemoCodec(nn.Module):
     def decode(self, latent: Tensor) -> Tensor:
         return StreamingDecoder(self).decode(latent)
 
+    # the render path's codec interface (knot_core.pipeline.LatentCodec), shared with the Wan2.1 VAE
+    @property
+    def z_dim(self) -> int:
+        return self.cfg.z_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder_skip.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder_skip.weight.dtype
+
+    def streaming_decoder(self) -> StreamingDecoder:
+        """A decoder for one new latent stream."""
+        return StreamingDecoder(self)
+
 
 class StreamingDecoder:
     """Decodes one latent stream chunk by chunk (any chunk length); output equals the one-shot decode.

@@ -108,7 +108,14 @@ def loudness_envelope(path: str | Path, fps: int = FPS) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio file {str(path)!r} does not exist; give a speech file (wav, m4a, mp3, ...)")
-    samples, rate = decode_audio(path)
+    return loudness_of(*decode_audio(path), fps=fps)
+
+
+def loudness_of(samples: np.ndarray, rate: int, fps: int = FPS) -> np.ndarray:
+    """`loudness_envelope` of mono samples (N,) at `rate` Hz already in memory (e.g. a ComfyUI AUDIO)."""
+    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    if samples.size == 0 or rate <= 0:
+        raise InputError(f"audio has {samples.size} samples at {rate} Hz; give a non-empty clip with a positive rate")
     hop = rate / fps
     n = max(1, int(math.ceil(len(samples) / hop)))
     idx = (np.arange(n)[:, None] * hop + np.arange(int(hop))[None]).astype(np.int64)  # (n, hop)

@@ -3,6 +3,8 @@
 Data flows one way and nothing holds the whole video: committed latent chunks from the
 stream are decoded by the streaming VAE decoder (its causal cache carried across chunks)
 and handed to a sink (the MP4 writer, a preview, a custom consumer) as they are made.
+The codec is anything that meets `LatentCodec`: the Wan2.1 VAE (knot_core.vae) or the demo
+model's codec (knot_core.demo_codec), which share the latent layout.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from .config import StreamConfig
@@ -21,10 +25,41 @@ from .dit import KnotDiT
 from .image import FitMode, prepare_reference
 from .state import StreamState
 from .stream import ChunkStatus, StreamInputs, generate, start_stream
-from .vae import StreamingDecoder, WanVAE, encode_image
+from .vae import encode_image
 from .video_writer import VideoWriter, frames_from_decoder
 
 log = logging.getLogger(__name__)
+
+
+class FrameDecoder(Protocol):
+    """The decoder state of one latent stream: chunk after chunk in, the new video frames out."""
+
+    frames_decoded: int
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """Normalised latents [B, 16, t, h, w] -> frames [B, 3, t', 8h, 8w] in [-1, 1] (1 + 4(t-1) first, 4t after)."""
+        ...
+
+
+class LatentCodec(Protocol):
+    """What the render path needs of a video autoencoder with the Wan2.1 VAE's latent layout (stride 4, 8, 8)."""
+
+    @property
+    def z_dim(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def encode(self, video: Tensor) -> Tensor:
+        """Video [B, 3, 1+4k, H, W] in [-1, 1] -> normalised latent [B, z_dim, 1+k, H/8, W/8]."""
+        ...
+
+    def streaming_decoder(self) -> FrameDecoder:
+        """A decoder for one new stream."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +82,7 @@ class RenderResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def encode_reference(vae: WanVAE, image: Tensor | np.ndarray, height: int, width: int,
+def encode_reference(vae: LatentCodec, image: Tensor | np.ndarray, height: int, width: int,
                      mode: FitMode = "crop") -> Tensor:
     """Reference image (H, W, 3) / (B, H, W, 3), 0..1 or uint8 -> normalised latent (B, 16, 1, h, w)."""
     pixels = prepare_reference(image, height, width, mode).to(device=vae.device, dtype=vae.dtype)
@@ -65,7 +100,7 @@ def latent_frames_for(video_frames: int) -> int:
 
 
 def frame_stream(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, state: StreamState,
-                 decoder: StreamingDecoder, *, num_frames: int | None = None) -> Iterator[FrameChunk]:
+                 decoder: FrameDecoder, *, num_frames: int | None = None) -> Iterator[FrameChunk]:
     """Decoded frames chunk by chunk; stops after num_frames video frames (None: never)."""
     done = decoder.frames_decoded
     for chunk in generate(model, cfg, inputs, state):
@@ -78,7 +113,7 @@ def frame_stream(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, state:
             return
 
 
-def render_to_file(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, vae: WanVAE, out_path: str | Path, *,
+def render_to_file(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, vae: LatentCodec, out_path: str | Path, *,
                    fps: float, num_frames: int, seed: int = 0, audio: Tensor | None = None,
                    sample_rate: int | None = None, overwrite: bool = False,
                    should_stop: Callable[[], bool] | None = None,
@@ -89,7 +124,7 @@ def render_to_file(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, vae:
     holding every chunk already written.
     """
     state = start_stream(model, cfg, inputs, seed=seed)
-    decoder = StreamingDecoder(vae)
+    decoder = vae.streaming_decoder()
     started = time.perf_counter()
     with VideoWriter(out_path, fps, audio=audio, sample_rate=sample_rate, overwrite=overwrite) as writer:
         chunks, interrupted = write_stream(frame_stream(model, cfg, inputs, state, decoder, num_frames=num_frames),

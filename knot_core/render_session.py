@@ -50,7 +50,7 @@ class RenderSession:
         """A writer, stream state and decoder: fresh, or restored from state_file when the job resumes."""
         job = self.job
         state = start_stream(self.model, self.cfg, self.inputs, seed=job.seed)
-        decoder = StreamingDecoder(self.vae)
+        decoder = self.vae.streaming_decoder()
         options = {"audio": self.audio, "sample_rate": self.sample_rate, "crf": job.crf}
         if not job.resume:
             return VideoWriter(job.out, self.fps, overwrite=job.overwrite, **options), state, decoder

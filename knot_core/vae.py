@@ -133,6 +133,15 @@ class WanVAE(nn.Module):
     def device(self) -> torch.device:
         return self.conv2.weight.device
 
+    @property
+    def z_dim(self) -> int:
+        """Latent channels (16)."""
+        return self.config.z_dim
+
+    def streaming_decoder(self) -> StreamingDecoder:
+        """A decoder for one new latent stream: the render path's codec interface (pipeline.LatentCodec)."""
+        return StreamingDecoder(self)
+
     @torch.no_grad()
     def encode_mu(self, video: Tensor) -> Tensor:
         """Video [B, 3, 1+4k, H, W] in [-1, 1] → μ [B, 16, 1+k, H/8, W/8] (float32, not normalised)."""

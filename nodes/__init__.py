@@ -6,6 +6,7 @@ when a node runs.
 
 from __future__ import annotations
 
+from .demo_nodes import KnotForcingDemoModel, KnotForcingMotionSignal
 from .model_nodes import (
     KnotForcingEncodeReference,
     KnotForcingModelLoader,
@@ -35,6 +36,8 @@ NODE_CLASSES = {
     "KnotForcingPoseSignal": (KnotForcingPoseSignal, "Knot Pose Signal"),
     "KnotForcingExpressionSignal": (KnotForcingExpressionSignal, "Knot Expression Signal"),
     "KnotForcingStreamingSampler": (KnotForcingStreamingSampler, "Knot Forcing Streaming Sampler"),
+    "KnotForcingDemoModel": (KnotForcingDemoModel, "Knot Forcing Demo Model (built in)"),
+    "KnotForcingMotionSignal": (KnotForcingMotionSignal, "Knot Motion Signal (demo)"),
 }
 
 NODE_CLASS_MAPPINGS = {name: cls for name, (cls, _) in NODE_CLASSES.items()}

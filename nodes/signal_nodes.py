@@ -23,7 +23,7 @@ def _chain(signals: Signals | None, signal, audio=None) -> tuple[Signals]:
     return ((signals or Signals()).add(signal, audio),)
 
 
-def _mux_audio(audio: dict) -> tuple:
+def mux_audio(audio: dict) -> tuple:
     """ComfyUI AUDIO -> (waveform [C<=2, N], rate) the MP4 writer accepts (AAC rates; >2 channels downmixed)."""
     from knot_core.audio import audio_from_comfy, resample
     from knot_core.video_writer import AAC_SAMPLE_RATES
@@ -78,7 +78,7 @@ class KnotForcingAudioSignal:
         from knot_core.signals import AudioSignal
 
         signal = AudioSignal.from_comfy(audio, audio_encoder, fps=fps, end_policy=end_policy)
-        return _chain(signals, signal, _mux_audio(audio))
+        return _chain(signals, signal, mux_audio(audio))
 
 
 class KnotForcingPoseSignal:

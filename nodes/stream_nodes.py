@@ -62,6 +62,7 @@ class KnotForcingStreamingSampler:
     def render(self, model, vae, reference, seed: int, length: float, length_unit: str, filename_prefix: str,
                max_image_frames: int, settings: KnotSettings | None = None, text=None, signals: Signals | None = None,
                unique_id: str | None = None):
+        from knot_core.demo import torch_threads
         from knot_core.pipeline import render_to_file
         from knot_core.render_plan import check_vae_pair, chunks_for, plan_frames, preflight_signals
         from knot_core.stream import StreamInputs, validate_inputs
@@ -74,7 +75,7 @@ class KnotForcingStreamingSampler:
         inputs = StreamInputs(reference.latent_size, reference.latent, text_embedding(text, model.info),
                               reference.keep_mask, signals.items)
         frames = plan_frames(cfg, fps, length, length_unit, signals.available_latent_frames())
-        check_vae_pair(model.info.config.out_dim, vae.config.z_dim)
+        check_vae_pair(model.info.config.out_dim, vae.z_dim)
         validate_inputs(model.model, cfg, inputs)
         preflight_signals(model.model, signals.items, model.model.patch_embedding.weight.device)
         path, subfolder = h.output_file(filename_prefix, "mp4")
@@ -82,9 +83,11 @@ class KnotForcingStreamingSampler:
                                keep_frames=frames <= max_image_frames)
         audio, rate = signals.audio or (None, None)
         try:
-            result = render_to_file(model.model, cfg, inputs, vae, path, fps=Fraction(fps).limit_denominator(1001),
-                                    num_frames=frames, seed=seed, audio=audio, sample_rate=rate,
-                                    should_stop=h.interrupted, on_chunk=report)
+            with torch_threads(model.threads):
+                result = render_to_file(model.model, cfg, inputs, vae, path,
+                                        fps=Fraction(fps).limit_denominator(1001), num_frames=frames, seed=seed,
+                                        audio=audio, sample_rate=rate,
+                                        should_stop=h.interrupted, on_chunk=report)
         finally:
             h.free_memory()  # the stream's caches are gone; give their memory back to the host
         h.send(EVENT_DONE, {"node": unique_id, "filename": path.name, "subfolder": subfolder, "frames": result.frames,

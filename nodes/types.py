@@ -33,6 +33,7 @@ class LoadedModel:
 
     model: KnotDiT
     info: ModelInfo
+    threads: int | None = None  # CPU intra-op threads to render with (None: the host's setting)
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,9 @@ def server(tmp_path_factory):
 
 
 def _run(server, prompt: dict) -> dict:
-    pid = _post(server["url"] + "/prompt", {"prompt": prompt, "client_id": "knotforcing-test"})["prompt_id"]
+    queued = _post(server["url"] + "/prompt", {"prompt": prompt, "client_id": "knotforcing-test"})
+    assert not queued.get("node_errors"), f"ComfyUI dropped invalid nodes: {json.dumps(queued)[:2000]}"
+    pid = queued["prompt_id"]
     deadline = time.monotonic() + RUN_S
     while time.monotonic() < deadline:
         history = _get(f"{server['url']}/history/{pid}")
@@ -132,6 +134,7 @@ def _run(server, prompt: dict) -> dict:
 def to_api(workflow: dict, info: dict) -> dict:
     """UI-format workflow -> API prompt, with widget names from /object_info (as the frontend does)."""
     links = {link[0]: link for link in workflow["links"]}
+    active = {n["id"] for n in workflow["nodes"] if n["type"] in info and n.get("mode", 0) == 0}
     prompt = {}
     for node in workflow["nodes"]:
         if node["type"] not in info or node.get("mode", 0) != 0:
@@ -150,9 +153,29 @@ def to_api(workflow: dict, info: dict) -> dict:
         for slot in node["inputs"]:
             if slot.get("link") is not None:
                 _, src, src_slot, *_ = links[slot["link"]]
-                inputs[slot["name"]] = [str(src), src_slot]
+                if src in active:  # a bypassed source with no input of its type: the frontend drops the link
+                    inputs[slot["name"]] = [str(src), src_slot]
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt
+
+
+def test_demo_workflow_runs_without_model_files(server):
+    """Workflow 4 as shipped (bypassed Load Audio, Preview Image of the portrait), 1 s long: no model files."""
+    from knot_core.video_reader import probe
+
+    workflow = json.loads((ROOT / "workflows" / "4_demo_no_downloads.json").read_text())
+    prompt = to_api(workflow, server["info"])
+    sampler = next(k for k, v in prompt.items() if v["class_type"] == "KnotForcingStreamingSampler")
+    assert "audio" not in next(v for v in prompt.values() if v["class_type"] == "KnotForcingMotionSignal")["inputs"]
+    prompt[sampler]["inputs"].update(length=1.0, filename_prefix="kf_demo/demo")
+    entry = _run(server, prompt)
+    assert sampler in entry["outputs"], json.dumps(entry)[:3000]
+    saved = entry["outputs"][sampler]["images"][0]
+    info = probe(server["base"] / "output" / saved["subfolder"] / saved["filename"])
+    assert (info.frames, info.width, info.height) == (25, 64, 64)
+    assert "25 frames, 3 chunks" in entry["outputs"][sampler]["text"][0]
+    preview = next(k for k, v in prompt.items() if v["class_type"] == "PreviewImage")
+    assert len(entry["outputs"][preview]["images"]) == 1  # the portrait is shown
 
 
 def test_pack_loads_and_lists_its_nodes(server):

@@ -58,7 +58,7 @@ def workflow(request) -> tuple[Path, dict]:
 
 
 def test_there_are_example_workflows():
-    assert len(WORKFLOWS) >= 3
+    assert len(WORKFLOWS) >= 4
 
 
 def test_known_nodes_and_ui_format(workflow):
@@ -109,7 +109,8 @@ def test_every_model_file_is_named_in_a_note(workflow):
     notes = " ".join(n["widgets_values"][0] for n in data["nodes"] if n["type"] in ("Note", "MarkdownNote"))
     files = [v for n in data["nodes"] for v in n["widgets_values"] if isinstance(v, str) and v.endswith(
         MODEL_EXTENSIONS + (".onnx",))]
-    assert files
+    if not files:  # the built-in demo: the note must say so
+        assert "no downloads" in notes.lower(), notes[:200]
     for name in files:
         assert name in notes, f"{name} is not named in the workflow's note"
 
@@ -118,3 +119,25 @@ def test_thumbnail_exists_and_decodes(workflow):
     path, _ = workflow
     image = cv2.imread(str(path.with_suffix(".jpg")))
     assert image is not None and image.shape[2] == 3 and min(image.shape[:2]) >= 128
+
+
+def test_demo_workflow_needs_no_files():
+    """Workflow 4 runs as-is: every active node is ours or file-free; the optional Load Audio is bypassed."""
+    data = json.loads((ROOT / "workflows" / "4_demo_no_downloads.json").read_text())
+    active = {n["type"] for n in data["nodes"] if n["mode"] == 0}
+    assert active == {"Note", "KnotForcingDemoModel", "KnotForcingMotionSignal", "KnotForcingStreamingSampler",
+                      "PreviewImage"}
+    audio = [n for n in data["nodes"] if n["type"] == "LoadAudio"]
+    assert [n["mode"] for n in audio] == [4]  # 4 = bypassed in the ComfyUI frontend
+    assert not [v for n in data["nodes"] if n["mode"] == 0 for v in n["widgets_values"]
+                if isinstance(v, str) and "." in v and v.rsplit(".", 1)[1] in ("wav", "png", "mp4", "safetensors")]
+
+
+def test_seed_widgets_declare_their_control_widget():
+    """The frontend adds a 'control after generate' widget to every INT named seed / noise_seed and stores its
+    value in widgets_values; declaring it keeps widget_specs (and saved workflows) aligned with the frontend."""
+    for node_type, cls in NODE_CLASS_MAPPINGS.items():
+        for part in ("required", "optional"):
+            for name, value in cls.INPUT_TYPES().get(part, {}).items():
+                if name in ("seed", "noise_seed") and value[0] == "INT":
+                    assert value[1].get("control_after_generate"), f"{node_type}.{name}"
