@@ -137,12 +137,14 @@ if INJECT_TYPE not in ADAPTER_REGISTRY:
                                  _config_from_shapes, lambda module: asdict(module.cfg)))
 
 
-def build_demo_model(seed: int = 0) -> KnotDiT:
-    """A freshly initialised demo DiT with its motion adapters (what train/train_demo.py trains)."""
+def build_demo_model(seed: int = 0, injection: bool = True) -> KnotDiT:
+    """A freshly initialised demo DiT with its motion adapters (what train/train_demo.py trains). The shipped
+    weights were trained in stages; stages 1-2 had no injection (injection=False rebuilds their start exactly)."""
     torch.manual_seed(seed)
     model = KnotDiT(DEMO_DIT)
     model.add_adapter("motion", MotionAdapter(DEMO_ADAPTER))
-    model.add_adapter("inject", MotionInjection())
+    if injection:
+        model.add_adapter("inject", MotionInjection())
     return model
 
 
@@ -232,32 +234,47 @@ def render_demo(out: str | Path, seconds: float = 6.0, audio: str | Path | None 
 def _render(out: Path, seconds: float, audio: str | Path | None, seed: int, portrait_seed: int, overwrite: bool,
             models: Path) -> DemoReport:
     """The body of render_demo, run with the thread setting in place."""
-    from .stream import StreamInputs, generate, start_stream
-
     audio = Path(audio) if audio is not None else DEMO_SPEECH
     if not audio.is_file():
         raise InputError(f"audio file {str(audio)!r} does not exist; give a speech file or leave --audio out "
                          "to use the bundled clip")
     samples, rate = decode_audio(audio)
-    model, info, codec = load_demo(models / DEMO_MODEL.name, models / DEMO_CODEC.name)
-    _, reference = demo_reference(codec, portrait_seed)
+    demo = load_demo(models / DEMO_MODEL.name, models / DEMO_CODEC.name)
     total = latent_frames_for(seconds)
-    frames_total = 1 + 4 * (total - 1)
-    motion = demo_motion(seed, frames_total, audio)
+    motion = demo_motion(seed, 1 + 4 * (total - 1), audio)
+    started = time.perf_counter()
+    with VideoWriter(out, FPS, audio=samples[None], sample_rate=rate, overwrite=overwrite) as writer:
+        for frames in _stream_frames(demo, motion, total, seed, portrait_seed):
+            writer.write(frames)
+    wall = time.perf_counter() - started
+    return DemoReport(out, writer.frames_written, total, wall)
+
+
+def _stream_frames(demo, motion: MotionSequence, total: int, seed: int, portrait_seed: int):
+    """Video frames (n, H, W, 3) uint8 of each chunk, as the engine's stream makes them, for `total` latents."""
+    from .stream import StreamInputs, generate, start_stream
+
+    model, info, codec = demo
+    _, reference = demo_reference(codec, portrait_seed)
     inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference, signals=(MotionSignal(motion),))
     cfg = info.stream_config()
     state = start_stream(model, cfg, inputs, seed=seed)
-    decoder = StreamingDecoder(codec)
-    started, done = time.perf_counter(), 0
-    with VideoWriter(out, FPS, audio=samples[None], sample_rate=rate, overwrite=overwrite) as writer:
-        for chunk in generate(model, cfg, inputs, state):
-            latents = chunk.latents[:, :, : total - done]  # (1, 16, <=c, h, w)
-            writer.write(frames_from_decoder(decoder.decode(latents)))
-            done += latents.shape[2]
-            if done >= total:
-                break
-    wall = time.perf_counter() - started
-    return DemoReport(out, writer.frames_written, total, wall)
+    decoder, done = StreamingDecoder(codec), 0
+    for chunk in generate(model, cfg, inputs, state):
+        latents = chunk.latents[:, :, : total - done]  # (1, 16, <=c, h, w)
+        yield frames_from_decoder(decoder.decode(latents)).numpy()
+        done += latents.shape[2]
+        if done >= total:
+            return
+
+
+def demo_frames(motion: MotionSequence, seconds: float, *, seed: int = 0, portrait_seed: int = DEMO_PORTRAIT_SEED,
+                models: str | Path = MODELS_DIR, threads: int | None = 1) -> np.ndarray:
+    """The demo's video (T, H, W, 3) uint8 for any driving `motion` (no file written): for measurements."""
+    models = Path(models)
+    with torch_threads(threads):
+        demo = load_demo(models / DEMO_MODEL.name, models / DEMO_CODEC.name)
+        return np.concatenate(list(_stream_frames(demo, motion, latent_frames_for(seconds), seed, portrait_seed)))
 
 
 def mouth_series(video: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

@@ -1,7 +1,16 @@
 """Train the shipped demo model (knot_core.demo) on procedural portraits, on the CPU, seeded and reproducible.
 
-    PYTHONPATH=. python train/train_demo.py --out knot_core/models --seed 0 --clips 600 \
+The shipped weights are three runs, each starting from the one before (about 12 minutes in all on one core):
+
+    PYTHONPATH=. python train/train_demo.py --out /tmp/demo_s1 --seed 0 --clips 600 \
         --codec-steps 800 --dit-steps 700 --batch 4 --threads 1
+    PYTHONPATH=. python train/train_demo.py --out /tmp/demo_s2 --seed 1 --clips 600 --codec-steps 0 \
+        --dit-steps 500 --batch 4 --threads 1 --context-noise 0.3 --adapter-lr-mult 10.0 --init-from /tmp/demo_s1
+    PYTHONPATH=. python train/train_demo.py --out knot_core/models --seed 2 --clips 600 --codec-steps 0 \
+        --dit-steps 1400 --batch 4 --threads 1 --context-noise 0.3 --adapter-lr-mult 5 --region-weight 8 \
+        --context-drop 0.3 --add-injection --init-from /tmp/demo_s2
+
+(logs: knot_core/models/demo_train_log_stage1.json, _stage2.json, demo_train_log.json for the last run).
 
 Stage 1, codec: the small autoencoder of knot_core.demo_codec on 9-frame windows of rendered clips (L1 on
 pixels, latent noise injection so the decoder tolerates the DiT's imprecision); then per-channel latent
@@ -17,6 +26,11 @@ first frame is the knot: given in the conditioning channels (mask 0) and pinned 
 inference. Few-step streaming: every chunk is trained at one of the 4 sampling timesteps (1000/750/500/250,
 shift 5) with an x0 loss on all 4 frames (the knot's own prediction is fused 50/50 at inference), and the
 context and knot latents get random noise (std up to 0.1) so imperfect generated context is in-distribution.
+Stage 3, following the driving: stages 1-2 learned to copy the reference and context and ignore the
+zero-initialised cross-attention (mouth r = -0.12 against the driving). The third run adds the position-aware
+additive injection (knot_core.demo.MotionInjection), weighs the loss 1 + 8x on latent cells the mouth and eyes
+touch (faces.regions), and hides the clean context from the noisy chunks of 30% of the clips, so the driving
+is the only source of their motion.
 Writes knot_core/models/{demo.safetensors, demo_codec.safetensors, demo_train_log.json}.
 """
 
@@ -225,7 +239,9 @@ def train_dit(model, latents: torch.Tensor, params: torch.Tensor, cells: torch.T
         idx = torch.randint(0, len(latents), (recipe.batch,), generator=gen)
         x_in, t, x0, sigma, feats, chunk_ids = build_batch(latents[idx], params[idx], sched, gen,
                                                            recipe.context_noise)
-        drop = torch.rand(recipe.batch, generator=gen) < recipe.context_drop
+        drop = torch.zeros(recipe.batch, dtype=torch.bool)
+        if recipe.context_drop:  # drawn only when used: runs without it replay the earlier stages' random stream
+            drop = torch.rand(recipe.batch, generator=gen) < recipe.context_drop
         driving = DrivingTokens({name: a.encode(feats) for name, a in model.driving.items()}, active)
         v = model(x_in, t, frame_positions=pos, text_kv=text_kv_fn(None, recipe.batch),
                   attn_mask=batch_mask(frame_mask, tokens, drop), driving=driving)[:, :, -n_noisy:]  # (B,16,4M,h,w)
@@ -264,6 +280,7 @@ def main() -> None:
     p.add_argument("--region-weight", type=float, default=0.0, help="extra loss weight on mouth/eye latent cells")
     p.add_argument("--context-drop", type=float, default=0.0, help="probability of hiding the context per clip")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--add-injection", action="store_true", help="give the model the additive motion injection")
     p.add_argument("--init-from", type=Path, help="fine-tune: start from demo.safetensors/demo_codec.safetensors here")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -284,10 +301,10 @@ def main() -> None:
               metadata={"format": "knot_forcing.demo_codec.v1"})
     codec_s = time.perf_counter() - started
     if args.init_from is None:
-        model = build_demo_model(args.seed)
+        model = build_demo_model(args.seed, injection=args.add_injection)
     else:
         model = load_dit(args.init_from / "demo.safetensors", dtype=torch.float32)[0].requires_grad_(True).train()
-        if "inject" not in model.driving:  # a stage-1 model from before the additive injection existed
+        if args.add_injection and "inject" not in model.driving:  # stage 3 adds it to the stage-2 model
             torch.manual_seed(args.seed)
             model.add_adapter("inject", MotionInjection())
     recipe = DitRecipe(args.dit_steps, args.batch, args.seed, args.context_noise, args.adapter_lr_mult,
@@ -297,8 +314,9 @@ def main() -> None:
     model.eval()
     save_knot_model(model, args.out / "demo.safetensors", sampler=DEMO_SAMPLER)
     wall = time.perf_counter() - started
-    record = {"command": "PYTHONPATH=. python train/train_demo.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()), "wall_s": round(wall, 1),
+    flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+             for k, v in vars(args).items() if v is not None and v is not False]
+    record = {"command": "PYTHONPATH=. python train/train_demo.py " + " ".join(flags), "wall_s": round(wall, 1),
         "codec_wall_s": round(codec_s, 1), "codec_loss_curve": curve(codec_losses), "dit_loss_curve": curve(dit_losses)}
     (args.out / "demo_train_log.json").write_text(json.dumps(record, indent=1))
     log.info("done in %.0f s", wall)
