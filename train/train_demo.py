@@ -1,17 +1,20 @@
 """Train the shipped demo model (knot_core.demo) on procedural portraits, on the CPU, seeded and reproducible.
 
-The shipped weights are three runs, each starting from the one before (about 12 minutes in all on one core):
+The shipped weights are four runs, each starting from the one before (about 22 minutes in all on one core):
 
     PYTHONPATH=. python train/train_demo.py --out /tmp/demo_s1 --seed 0 --clips 600 \
         --codec-steps 800 --dit-steps 700 --batch 4 --threads 1
     PYTHONPATH=. python train/train_demo.py --out /tmp/demo_s2 --seed 1 --clips 600 --codec-steps 0 \
         --dit-steps 500 --batch 4 --threads 1 --context-noise 0.3 --adapter-lr-mult 10.0 --init-from /tmp/demo_s1
-    PYTHONPATH=. python train/train_demo.py --out knot_core/models --seed 2 --clips 600 --codec-steps 0 \
+    PYTHONPATH=. python train/train_demo.py --out /tmp/demo_s3 --seed 2 --clips 600 --codec-steps 0 \
         --dit-steps 1400 --batch 4 --threads 1 --context-noise 0.3 --adapter-lr-mult 5 --region-weight 8 \
         --context-drop 0.3 --add-injection --init-from /tmp/demo_s2
+    PYTHONPATH=. python train/train_demo.py --out knot_core/models --seed 3 --clips 600 --codec-steps 0 \
+        --dit-steps 800 --batch 4 --threads 1 --context-noise 0.3 --adapter-lr-mult 5 --region-weight 8 \
+        --context-drop 0.3 --lr 3e-4 --add-injection --init-from /tmp/demo_s3
 
-(logs: knot_core/models/demo_train_log_stage1.json, _stage2.json, demo_train_log.json for the last run).
-
+(logs: knot_core/models/demo_train_log_stage{1,2,3}.json and demo_train_log.json for the last run; stages 1-2
+were run before the injection existed, writing to knot_core/models and /tmp/runA as their logs say).
 Stage 1, codec: the small autoencoder of knot_core.demo_codec on 9-frame windows of rendered clips (L1 on
 pixels, latent noise injection so the decoder tolerates the DiT's imprecision); then per-channel latent
 statistics make latents ~unit scale.
@@ -30,7 +33,7 @@ Stage 3, following the driving: stages 1-2 learned to copy the reference and con
 zero-initialised cross-attention (mouth r = -0.12 against the driving). The third run adds the position-aware
 additive injection (knot_core.demo.MotionInjection), weighs the loss 1 + 8x on latent cells the mouth and eyes
 touch (faces.regions), and hides the clean context from the noisy chunks of 30% of the clips, so the driving
-is the only source of their motion.
+is the only source of their motion; the fourth repeats it at a lower learning rate (3e-4).
 Writes knot_core/models/{demo.safetensors, demo_codec.safetensors, demo_train_log.json}.
 """
 
