@@ -127,8 +127,8 @@ def test_long_render_keeps_the_identity_without_drift(tmp_path):
     truth = render_video(Portrait.random(DEMO_PORTRAIT_SEED), params[-25:], DEMO_SIZE).astype(np.float32)
     other = render(Portrait.random(1), DrivingFrame(), DEMO_SIZE).astype(np.float32)
     last = video[-25:]  # the 20th second, 125 latent frames in: far past the 6-frame window
-    assert float(np.abs(last - truth).mean()) < 20.0  # measured 13.8 (the codec alone loses ~8)
-    assert float(np.abs(last - other).mean()) > 40.0  # measured 66: it is this portrait, not any face
+    assert float(np.abs(last - truth).mean()) < 20.0  # measured 14.5 (13.8 before stage 3; the codec alone loses ~8)
+    assert float(np.abs(last - other).mean()) > 40.0  # measured 66.7: it is this portrait, not any face
 
 
 def mouth_darkness(video: np.ndarray, params: np.ndarray) -> np.ndarray:
