@@ -1,6 +1,6 @@
 """Train the shipped demo model (knot_core.demo) on procedural portraits, on the CPU, seeded and reproducible.
 
-The shipped weights are four runs, each starting from the one before (about 22 minutes in all on one core):
+The shipped weights are five runs, each starting from the one before (about 25 minutes in all on one core):
 
     PYTHONPATH=. python train/train_demo.py --out /tmp/demo_s1 --seed 0 --clips 600 \
         --codec-steps 800 --dit-steps 700 --batch 4 --threads 1
@@ -9,12 +9,16 @@ The shipped weights are four runs, each starting from the one before (about 22 m
     PYTHONPATH=. python train/train_demo.py --out /tmp/demo_s3 --seed 2 --clips 600 --codec-steps 0 \
         --dit-steps 1400 --batch 4 --threads 1 --context-noise 0.3 --adapter-lr-mult 5 --region-weight 8 \
         --context-drop 0.3 --add-injection --init-from /tmp/demo_s2
-    PYTHONPATH=. python train/train_demo.py --out knot_core/models --seed 3 --clips 600 --codec-steps 0 \
+    PYTHONPATH=. python train/train_demo.py --out /tmp/demo_s4 --seed 3 --clips 600 --codec-steps 0 \
         --dit-steps 800 --batch 4 --threads 1 --context-noise 0.3 --adapter-lr-mult 5 --region-weight 8 \
         --context-drop 0.3 --lr 3e-4 --add-injection --init-from /tmp/demo_s3
+    PYTHONPATH=. python train/train_demo.py --out knot_core/models --seed 4 --clips 600 --codec-steps 0 \
+        --dit-steps 800 --batch 4 --threads 1 --context-noise 0.3 --adapter-lr-mult 5 --region-weight 8 \
+        --context-drop 0.3 --lr 3e-4 --add-injection --init-from /tmp/demo_s4
 
-(logs: knot_core/models/demo_train_log_stage{1,2,3}.json and demo_train_log.json for the last run; stages 1-2
+(logs: knot_core/models/demo_train_log_stage{1,2,3,4}.json and demo_train_log.json for the last run; stages 1-2
 were run before the injection existed, writing to knot_core/models and /tmp/runA as their logs say).
+
 Stage 1, codec: the small autoencoder of knot_core.demo_codec on 9-frame windows of rendered clips (L1 on
 pixels, latent noise injection so the decoder tolerates the DiT's imprecision); then per-channel latent
 statistics make latents ~unit scale.
@@ -29,11 +33,11 @@ first frame is the knot: given in the conditioning channels (mask 0) and pinned 
 inference. Few-step streaming: every chunk is trained at one of the 4 sampling timesteps (1000/750/500/250,
 shift 5) with an x0 loss on all 4 frames (the knot's own prediction is fused 50/50 at inference), and the
 context and knot latents get random noise (std up to 0.1) so imperfect generated context is in-distribution.
-Stage 3, following the driving: stages 1-2 learned to copy the reference and context and ignore the
-zero-initialised cross-attention (mouth r = -0.12 against the driving). The third run adds the position-aware
+Runs 3-5, following the driving: runs 1-2 learned to copy the reference and context and ignore the
+zero-initialised cross-attention (mouth r = -0.12 against the driving). Run 3 adds the position-aware
 additive injection (knot_core.demo.MotionInjection), weighs the loss 1 + 8x on latent cells the mouth and eyes
 touch (faces.regions), and hides the clean context from the noisy chunks of 30% of the clips, so the driving
-is the only source of their motion; the fourth repeats it at a lower learning rate (3e-4).
+is the only source of their motion; runs 4 and 5 repeat it at a lower learning rate (3e-4).
 Writes knot_core/models/{demo.safetensors, demo_codec.safetensors, demo_train_log.json}.
 """
 
