@@ -16,17 +16,19 @@ import logging
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from torch import Tensor, nn
 
 from .adapters.cross_attention import CrossAttentionAdapter, CrossAttentionConfig
 from .config import DiTConfig, StreamConfig
 from .demo_codec import CodecConfig, DemoCodec, StreamingDecoder
 from .dit import KnotDiT
+from .driving import DrivingAdapter
 from .errors import CheckpointError, InputError
 from .faces import NUM_PARAMS, DrivingFrame, Portrait, render
 from .model_file import ADAPTER_REGISTRY, AdapterSpec, SamplerDefaults, register_adapter
@@ -42,6 +44,7 @@ DEMO_SPEECH = MODELS_DIR / "demo_speech.wav"
 DEMO_SIZE = 64  # pixels; latent 8x8, 16 tokens per latent frame
 DEMO_PORTRAIT_SEED = 2026
 ADAPTER_TYPE = "motion_cross_attention"
+INJECT_TYPE = "motion_injection"
 
 DEMO_DIT = DiTConfig(dim=128, ffn_dim=384, num_heads=4, num_layers=4, freq_dim=64, text_dim=16, text_len=1,
                      cond_layout="noise_ref_mask")
@@ -77,11 +80,71 @@ if ADAPTER_TYPE not in ADAPTER_REGISTRY:
                                  _config_from_shapes, _config_of))
 
 
-def build_demo_model(seed: int = 0) -> KnotDiT:
-    """A freshly initialised demo DiT with its motion adapter (what train/train_demo.py trains)."""
+@dataclass(frozen=True)
+class InjectionConfig:
+    """Sizes of the additive motion injection: rows of `feature_dim` values per latent frame, one token of
+    `dim` per latent frame, mapped to one vector per spatial token (`tokens` per frame: the demo's fixed 4x4
+    grid) and added before each of blocks 0..num_blocks-1."""
+
+    feature_dim: int = NUM_PARAMS
+    rows_per_token: int = 4  # video frames per latent frame
+    dim: int = DEMO_DIT.dim
+    num_blocks: int = DEMO_DIT.num_layers
+    tokens: int = 16
+
+
+class MotionInjection(DrivingAdapter):
+    """Additive per-frame driving after AvatarForcing's audio injection (knot_core.adapters.avatar_audio), made
+    position-aware: the 4 rows of a latent frame -> an MLP token -> per block a Linear to one vector per spatial
+    token, added before the block. Position-aware because the features it drives (mouth, eyes) sit in a few
+    known tokens of the demo's fixed 4x4 grid: a frame-wide vector (AvatarForcing's) was measured to leave the
+    mouth unchanged (r = -0.13 after 600 fine-tuning steps). Initialised non-zero (unlike the zero-out
+    cross-attention) so the driving reaches the blocks from the first step."""
+
+    signal = "motion"
+    adapter_type = INJECT_TYPE
+
+    def __init__(self, cfg: InjectionConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or InjectionConfig()
+        self.token = nn.Sequential(nn.Linear(cfg.rows_per_token * cfg.feature_dim, cfg.dim), nn.SiLU(),
+                                   nn.Linear(cfg.dim, cfg.dim), nn.LayerNorm(cfg.dim))
+        self.projs = nn.ModuleList(nn.Linear(cfg.dim, cfg.tokens * cfg.dim) for _ in range(cfg.num_blocks))
+
+    def encode(self, features: Tensor) -> Tensor:
+        """[B, F, rows, P] -> tokens [B, F, dim]."""
+        cfg = self.cfg
+        if features.ndim != 4 or tuple(features.shape[2:]) != (cfg.rows_per_token, cfg.feature_dim):
+            raise InputError(f"motion injection: features {tuple(features.shape)}; need [B, F, "
+                             f"{cfg.rows_per_token}, {cfg.feature_dim}] (MotionSignal rows)")
+        return self.token(features.flatten(2).to(self.projs[0].weight.dtype))
+
+    def before_block(self, index: int, x: Tensor, tokens: Tensor, active: Tensor | None) -> Tensor:
+        if index >= self.cfg.num_blocks:
+            return x
+        b, frames = tokens.shape[:2]
+        if x.shape[1] != frames * self.cfg.tokens:
+            raise InputError(f"motion injection: {x.shape[1]} tokens for {frames} frames; it was trained for "
+                             f"{self.cfg.tokens} per frame (a {DEMO_SIZE}x{DEMO_SIZE} video)")
+        added = self.projs[index](tokens).unflatten(-1, (self.cfg.tokens, -1))  # (B, F, S, dim)
+        if active is not None:
+            added = added * active.to(added.dtype)[None, :, None, None]
+        return (x.view(b, frames, -1, x.shape[2]) + added.to(x.dtype)).view_as(x)  # (B, F*S, dim)
+
+
+if INJECT_TYPE not in ADAPTER_REGISTRY:
+    register_adapter(AdapterSpec(INJECT_TYPE, lambda data, dit: MotionInjection(InjectionConfig(**data)),
+                                 _config_from_shapes, lambda module: asdict(module.cfg)))
+
+
+def build_demo_model(seed: int = 0, injection: bool = True) -> KnotDiT:
+    """A freshly initialised demo DiT with its motion adapters (what train/train_demo.py trains). The shipped
+    weights were trained in stages; stages 1-2 had no injection (injection=False rebuilds their start exactly)."""
     torch.manual_seed(seed)
     model = KnotDiT(DEMO_DIT)
     model.add_adapter("motion", MotionAdapter(DEMO_ADAPTER))
+    if injection:
+        model.add_adapter("inject", MotionInjection())
     return model
 
 
@@ -171,32 +234,47 @@ def render_demo(out: str | Path, seconds: float = 6.0, audio: str | Path | None 
 def _render(out: Path, seconds: float, audio: str | Path | None, seed: int, portrait_seed: int, overwrite: bool,
             models: Path) -> DemoReport:
     """The body of render_demo, run with the thread setting in place."""
-    from .stream import StreamInputs, generate, start_stream
-
     audio = Path(audio) if audio is not None else DEMO_SPEECH
     if not audio.is_file():
         raise InputError(f"audio file {str(audio)!r} does not exist; give a speech file or leave --audio out "
                          "to use the bundled clip")
     samples, rate = decode_audio(audio)
-    model, info, codec = load_demo(models / DEMO_MODEL.name, models / DEMO_CODEC.name)
-    _, reference = demo_reference(codec, portrait_seed)
+    demo = load_demo(models / DEMO_MODEL.name, models / DEMO_CODEC.name)
     total = latent_frames_for(seconds)
-    frames_total = 1 + 4 * (total - 1)
-    motion = demo_motion(seed, frames_total, audio)
+    motion = demo_motion(seed, 1 + 4 * (total - 1), audio)
+    started = time.perf_counter()
+    with VideoWriter(out, FPS, audio=samples[None], sample_rate=rate, overwrite=overwrite) as writer:
+        for frames in _stream_frames(demo, motion, total, seed, portrait_seed):
+            writer.write(frames)
+    wall = time.perf_counter() - started
+    return DemoReport(out, writer.frames_written, total, wall)
+
+
+def _stream_frames(demo, motion: MotionSequence, total: int, seed: int, portrait_seed: int):
+    """Video frames (n, H, W, 3) uint8 of each chunk, as the engine's stream makes them, for `total` latents."""
+    from .stream import StreamInputs, generate, start_stream
+
+    model, info, codec = demo
+    _, reference = demo_reference(codec, portrait_seed)
     inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference, signals=(MotionSignal(motion),))
     cfg = info.stream_config()
     state = start_stream(model, cfg, inputs, seed=seed)
-    decoder = StreamingDecoder(codec)
-    started, done = time.perf_counter(), 0
-    with VideoWriter(out, FPS, audio=samples[None], sample_rate=rate, overwrite=overwrite) as writer:
-        for chunk in generate(model, cfg, inputs, state):
-            latents = chunk.latents[:, :, : total - done]  # (1, 16, <=c, h, w)
-            writer.write(frames_from_decoder(decoder.decode(latents)))
-            done += latents.shape[2]
-            if done >= total:
-                break
-    wall = time.perf_counter() - started
-    return DemoReport(out, writer.frames_written, total, wall)
+    decoder, done = StreamingDecoder(codec), 0
+    for chunk in generate(model, cfg, inputs, state):
+        latents = chunk.latents[:, :, : total - done]  # (1, 16, <=c, h, w)
+        yield frames_from_decoder(decoder.decode(latents)).numpy()
+        done += latents.shape[2]
+        if done >= total:
+            return
+
+
+def demo_frames(motion: MotionSequence, seconds: float, *, seed: int = 0, portrait_seed: int = DEMO_PORTRAIT_SEED,
+                models: str | Path = MODELS_DIR, threads: int | None = 1) -> np.ndarray:
+    """The demo's video (T, H, W, 3) uint8 for any driving `motion` (no file written): for measurements."""
+    models = Path(models)
+    with torch_threads(threads):
+        demo = load_demo(models / DEMO_MODEL.name, models / DEMO_CODEC.name)
+        return np.concatenate(list(_stream_frames(demo, motion, latent_frames_for(seconds), seed, portrait_seed)))
 
 
 def mouth_series(video: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

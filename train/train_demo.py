@@ -1,7 +1,23 @@
 """Train the shipped demo model (knot_core.demo) on procedural portraits, on the CPU, seeded and reproducible.
 
-    PYTHONPATH=. python train/train_demo.py --out knot_core/models --seed 0 --clips 600 \
+The shipped weights are five runs, each starting from the one before (about 25 minutes in all on one core):
+
+    PYTHONPATH=. python train/train_demo.py --out /tmp/demo_s1 --seed 0 --clips 600 \
         --codec-steps 800 --dit-steps 700 --batch 4 --threads 1
+    PYTHONPATH=. python train/train_demo.py --out /tmp/demo_s2 --seed 1 --clips 600 --codec-steps 0 \
+        --dit-steps 500 --batch 4 --threads 1 --context-noise 0.3 --adapter-lr-mult 10.0 --init-from /tmp/demo_s1
+    PYTHONPATH=. python train/train_demo.py --out /tmp/demo_s3 --seed 2 --clips 600 --codec-steps 0 \
+        --dit-steps 1400 --batch 4 --threads 1 --context-noise 0.3 --adapter-lr-mult 5 --region-weight 8 \
+        --context-drop 0.3 --add-injection --init-from /tmp/demo_s2
+    PYTHONPATH=. python train/train_demo.py --out /tmp/demo_s4 --seed 3 --clips 600 --codec-steps 0 \
+        --dit-steps 800 --batch 4 --threads 1 --context-noise 0.3 --adapter-lr-mult 5 --region-weight 8 \
+        --context-drop 0.3 --lr 3e-4 --add-injection --init-from /tmp/demo_s3
+    PYTHONPATH=. python train/train_demo.py --out knot_core/models --seed 4 --clips 600 --codec-steps 0 \
+        --dit-steps 800 --batch 4 --threads 1 --context-noise 0.3 --adapter-lr-mult 5 --region-weight 8 \
+        --context-drop 0.3 --lr 3e-4 --add-injection --init-from /tmp/demo_s4
+
+(logs: knot_core/models/demo_train_log_stage{1,2,3,4}.json and demo_train_log.json for the last run; stages 1-2
+were run before the injection existed, writing to knot_core/models and /tmp/runA as their logs say).
 
 Stage 1, codec: the small autoencoder of knot_core.demo_codec on 9-frame windows of rendered clips (L1 on
 pixels, latent noise injection so the decoder tolerates the DiT's imprecision); then per-channel latent
@@ -17,6 +33,11 @@ first frame is the knot: given in the conditioning channels (mask 0) and pinned 
 inference. Few-step streaming: every chunk is trained at one of the 4 sampling timesteps (1000/750/500/250,
 shift 5) with an x0 loss on all 4 frames (the knot's own prediction is fused 50/50 at inference), and the
 context and knot latents get random noise (std up to 0.1) so imperfect generated context is in-distribution.
+Runs 3-5, following the driving: runs 1-2 learned to copy the reference and context and ignore the
+zero-initialised cross-attention (mouth r = -0.12 against the driving). Run 3 adds the position-aware
+additive injection (knot_core.demo.MotionInjection), weighs the loss 1 + 8x on latent cells the mouth and eyes
+touch (faces.regions), and hides the clean context from the noisy chunks of 30% of the clips, so the driving
+is the only source of their motion; runs 4 and 5 repeat it at a lower learning rate (3e-4).
 Writes knot_core/models/{demo.safetensors, demo_codec.safetensors, demo_train_log.json}.
 """
 
@@ -26,6 +47,7 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +56,10 @@ from safetensors.torch import save_file
 
 from knot_core.checkpoints import load_dit
 from knot_core.config import LATENT_CHANNELS
-from knot_core.demo import DEMO_SAMPLER, DEMO_SIZE, DEMO_STREAM, build_demo_model, load_codec
+from knot_core.demo import DEMO_DIT, DEMO_SAMPLER, DEMO_SIZE, DEMO_STREAM, MotionInjection, build_demo_model, load_codec
 from knot_core.demo_codec import DemoCodec
 from knot_core.driving import DrivingTokens
-from knot_core.faces import NUM_PARAMS, Portrait, render_video
+from knot_core.faces import NUM_PARAMS, DrivingFrame, Portrait, regions, render_video
 from knot_core.model_file import save_knot_model
 from knot_core.motion import MotionSequence
 from knot_core.schedule import FlowSchedule, advance_reference
@@ -47,16 +69,29 @@ log = logging.getLogger("train_demo")
 CHUNKS = 3  # M chunks per training clip -> 10 latents, 37 video frames
 
 
-def make_clips(n: int, seed: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """n rendered clips (n, frames, H, W, 3) uint8 and their driving rows (n, frames, P)."""
+def make_clips(n: int, seed: int, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n rendered clips (n, frames, H, W, 3) uint8, their driving rows (n, frames, P) and a per-frame map
+    (n, frames, h, w) bool of the latent cells the mouth and eyes (faces.regions) touch."""
     rng = np.random.default_rng(seed)
     videos = np.zeros((n, frames, DEMO_SIZE, DEMO_SIZE, 3), np.uint8)
     params = np.zeros((n, frames, NUM_PARAMS), np.float32)
+    cells = np.zeros((n, frames, DEMO_SIZE // 8, DEMO_SIZE // 8), bool)
     for i in range(n):
         motion = MotionSequence(int(rng.integers(1 << 30)), amount=float(rng.uniform(0.3, 1.1)))
         params[i] = motion.frames(int(rng.integers(0, 5000)), frames)
-        videos[i] = render_video(Portrait.random(int(rng.integers(1 << 30))), params[i], DEMO_SIZE)
-    return videos, params
+        portrait = Portrait.random(int(rng.integers(1 << 30)))
+        videos[i] = render_video(portrait, params[i], DEMO_SIZE)
+        for j, row in enumerate(params[i]):
+            r = regions(portrait, DrivingFrame.from_vector(row), DEMO_SIZE)
+            for x0, y0, x1, y1 in (r.mouth, r.eyes):
+                cells[i, j, y0 // 8: -(-y1 // 8), x0 // 8: -(-x1 // 8)] = True
+    return videos, params, cells
+
+
+def latent_cells(cells: np.ndarray, latents: int) -> torch.Tensor:
+    """Per video frame cell maps (n, V, h, w) -> per latent frame (n, L, h, w): union over its 4 video frames."""
+    idx = np.array([wan_video_frames_of_latent(k) for k in range(latents)])  # (L, 4)
+    return torch.from_numpy(cells[:, idx].any(2))
 
 
 def to_video(clips: np.ndarray) -> torch.Tensor:
@@ -168,42 +203,66 @@ def build_batch(lat: torch.Tensor, params: torch.Tensor, sched: FlowSchedule, ge
     t = torch.cat([torch.zeros(b, m_chunks + ctx.shape[2], dtype=torch.float64), t_noisy], 1)  # (B, F)
     rows = driving_rows(params, L)  # (B, L, 4, P)
     feats = torch.cat([torch.zeros_like(rows[:, :m_chunks]), rows[:, : ctx.shape[2]], rows[:, chunk_ids.flatten()]], 1)
-    return x_in, t, x0, sigma, feats
+    return x_in, t, x0, sigma, feats, chunk_ids
 
 
-def train_dit(model, latents: torch.Tensor, params: torch.Tensor, steps: int, batch: int, seed: int,
-              checkpoint: Path | None = None, context_noise: float = 0.1, adapter_lr_mult: float = 1.0) -> list[float]:
-    gen = torch.Generator().manual_seed(seed + 2)
+def batch_mask(frame_mask: torch.Tensor, tokens: int, drop: torch.Tensor) -> torch.Tensor:
+    """Token-level mask (B, 1, F*S, F*S); clips with drop=True hide the clean context from the noisy chunks
+    (they see only their reference copy and themselves), so the driving is their only source of motion."""
+    masks = frame_mask[None].repeat(len(drop), 1, 1)  # (B, F, F)
+    noisy0 = CHUNKS + DEMO_STREAM.chunk_len * CHUNKS  # first noisy frame: after the reference copies and context
+    masks[drop, noisy0:, CHUNKS:noisy0] = False
+    return masks.repeat_interleave(tokens, 1).repeat_interleave(tokens, 2)[:, None]
+
+
+@dataclass(frozen=True)
+class DitRecipe:
+    steps: int
+    batch: int
+    seed: int
+    context_noise: float = 0.1
+    adapter_lr_mult: float = 1.0
+    region_weight: float = 0.0  # extra loss weight on latent cells of the mouth and eyes
+    context_drop: float = 0.0  # probability per clip of hiding the clean context from the noisy chunks
+    lr: float = 1e-3
+
+
+def train_dit(model, latents: torch.Tensor, params: torch.Tensor, cells: torch.Tensor, recipe: DitRecipe,
+              checkpoint: Path | None = None) -> list[float]:
+    gen = torch.Generator().manual_seed(recipe.seed + 2)
     sched = FlowSchedule(DEMO_STREAM.shift)
     pos, frame_mask = sequence_layout(CHUNKS)
-    tokens = DEMO_SIZE // 8 // 2 * (DEMO_SIZE // 8 // 2)
-    attn_mask = frame_mask.repeat_interleave(tokens, 0).repeat_interleave(tokens, 1)  # (F*S, F*S)
+    tokens = int(np.prod(DEMO_DIT.grid(DEMO_SIZE // 8, DEMO_SIZE // 8)))
     active = torch.ones(len(pos), dtype=torch.bool)
     active[:CHUNKS] = False  # reference copies carry no driving signal
-    adapter = model.driving["motion"]
-    adapter_params = list(adapter.parameters())
+    adapter_params = list(model.driving.parameters())
     ids = {id(q) for q in adapter_params}
     groups = [{"params": [q for q in model.parameters() if id(q) not in ids]}, {"params": adapter_params}]
-    max_lr = [1e-3, 1e-3 * adapter_lr_mult]
-    opt = torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.01)
-    lr = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps, pct_start=0.1)
+    max_lr = [recipe.lr, recipe.lr * recipe.adapter_lr_mult]
+    opt = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=0.01)
+    lr = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=recipe.steps, pct_start=0.1)
     text_kv_fn, losses, n_noisy = model.encode_text, [], CHUNKS * DEMO_STREAM.span
-    for step in range(steps):
-        idx = torch.randint(0, len(latents), (batch,), generator=gen)
-        x_in, t, x0, sigma, feats = build_batch(latents[idx], params[idx], sched, gen, context_noise)
-        driving = DrivingTokens({"motion": adapter.encode(feats)}, active)
-        v = model(x_in, t, frame_positions=pos, text_kv=text_kv_fn(None, batch), attn_mask=attn_mask,
-                  driving=driving)[:, :, -n_noisy:]  # (B, 16, 4M, h, w)
+    for step in range(recipe.steps):
+        idx = torch.randint(0, len(latents), (recipe.batch,), generator=gen)
+        x_in, t, x0, sigma, feats, chunk_ids = build_batch(latents[idx], params[idx], sched, gen,
+                                                           recipe.context_noise)
+        drop = torch.zeros(recipe.batch, dtype=torch.bool)
+        if recipe.context_drop:  # drawn only when used: runs without it replay the earlier stages' random stream
+            drop = torch.rand(recipe.batch, generator=gen) < recipe.context_drop
+        driving = DrivingTokens({name: a.encode(feats) for name, a in model.driving.items()}, active)
+        v = model(x_in, t, frame_positions=pos, text_kv=text_kv_fn(None, recipe.batch),
+                  attn_mask=batch_mask(frame_mask, tokens, drop), driving=driving)[:, :, -n_noisy:]  # (B,16,4M,h,w)
         pred = x_in[:, :LATENT_CHANNELS, -n_noisy:] - sigma * v
-        loss = (pred - x0).pow(2).mean()
+        weight = 1 + recipe.region_weight * cells[idx][:, None, chunk_ids.flatten()].float()  # (B, 1, 4M, h, w)
+        loss = ((pred - x0).pow(2) * weight).mean() / weight.mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         lr.step()
         losses.append(loss.item())
-        if step % 50 == 0 or step == steps - 1:
-            log.info("dit step %d/%d loss %.4f", step, steps, np.mean(losses[-50:]))
+        if step % 50 == 0 or step == recipe.steps - 1:
+            log.info("dit step %d/%d loss %.4f", step, recipe.steps, np.mean(losses[-50:]))
         if checkpoint is not None and (step + 1) % 100 == 0:  # a run cut short still leaves usable weights
             save_knot_model(model, checkpoint, sampler=DEMO_SAMPLER)
     return losses
@@ -225,13 +284,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--context-noise", type=float, default=0.1, help="max std of the noise on context/knot latents")
     p.add_argument("--adapter-lr-mult", type=float, default=1.0, help="learning-rate factor of the motion adapter")
+    p.add_argument("--region-weight", type=float, default=0.0, help="extra loss weight on mouth/eye latent cells")
+    p.add_argument("--context-drop", type=float, default=0.0, help="probability of hiding the context per clip")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--add-injection", action="store_true", help="give the model the additive motion injection")
     p.add_argument("--init-from", type=Path, help="fine-tune: start from demo.safetensors/demo_codec.safetensors here")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
-    videos, params = make_clips(args.clips, args.seed, 1 + 4 * DEMO_STREAM.chunk_len * CHUNKS)
+    videos, params, cells = make_clips(args.clips, args.seed, 1 + 4 * DEMO_STREAM.chunk_len * CHUNKS)
     log.info("rendered %d clips in %.0f s", len(videos), time.perf_counter() - started)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.init_from is None:
@@ -245,16 +308,22 @@ def main() -> None:
               metadata={"format": "knot_forcing.demo_codec.v1"})
     codec_s = time.perf_counter() - started
     if args.init_from is None:
-        model = build_demo_model(args.seed)
+        model = build_demo_model(args.seed, injection=args.add_injection)
     else:
         model = load_dit(args.init_from / "demo.safetensors", dtype=torch.float32)[0].requires_grad_(True).train()
-    dit_losses = train_dit(model, latents, torch.from_numpy(params), args.dit_steps, args.batch, args.seed,
-                           args.out / "demo.safetensors", args.context_noise, args.adapter_lr_mult)
+        if args.add_injection and "inject" not in model.driving:  # stage 3 adds it to the stage-2 model
+            torch.manual_seed(args.seed)
+            model.add_adapter("inject", MotionInjection())
+    recipe = DitRecipe(args.dit_steps, args.batch, args.seed, args.context_noise, args.adapter_lr_mult,
+                       args.region_weight, args.context_drop, args.lr)
+    dit_losses = train_dit(model, latents, torch.from_numpy(params), latent_cells(cells, latents.shape[2]), recipe,
+                           args.out / "demo.safetensors")
     model.eval()
     save_knot_model(model, args.out / "demo.safetensors", sampler=DEMO_SAMPLER)
     wall = time.perf_counter() - started
-    record = {"command": "PYTHONPATH=. python train/train_demo.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()), "wall_s": round(wall, 1),
+    flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+             for k, v in vars(args).items() if v is not None and v is not False]
+    record = {"command": "PYTHONPATH=. python train/train_demo.py " + " ".join(flags), "wall_s": round(wall, 1),
         "codec_wall_s": round(codec_s, 1), "codec_loss_curve": curve(codec_losses), "dit_loss_curve": curve(dit_losses)}
     (args.out / "demo_train_log.json").write_text(json.dumps(record, indent=1))
     log.info("done in %.0f s", wall)
