@@ -8,8 +8,8 @@ driven by the loudness of an AUDIO.
 
 from __future__ import annotations
 
-from .signal_nodes import mux_audio
-from .types import CATEGORY, KNOT_MODEL, KNOT_REFERENCE, KNOT_SIGNAL, KNOT_VAE, LoadedModel, Reference, Signals
+from .signal_nodes import SignalNode, mux_audio
+from .types import CATEGORY, KNOT_MODEL, KNOT_REFERENCE, KNOT_VAE, LoadedModel, Reference, Signals
 
 SEED_MAX = 2**31 - 1  # numpy seeds the portrait and the motion; ComfyUI's 2**63 widget range is not needed
 
@@ -45,15 +45,11 @@ class KnotForcingDemoModel:
         return (LoadedModel(model, info, threads=1), codec, reference, image)
 
 
-class KnotForcingMotionSignal:
+class KnotForcingMotionSignal(SignalNode):
     DESCRIPTION = ("The demo model's driving signal ('motion'): seeded smooth head motion, blinks and brows, and a "
                    "talking mouth. With audio connected, the mouth follows the audio's loudness, the audio is muxed "
                    "into the MP4, and the signal ends where the audio ends (length_unit 'signal' follows it); "
                    "without audio it never ends (give the length in seconds or frames).")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (KNOT_SIGNAL,)
-    RETURN_NAMES = ("signals",)
-    FUNCTION = "build"
 
     @classmethod
     def INPUT_TYPES(cls):

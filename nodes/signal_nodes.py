@@ -36,6 +36,15 @@ def mux_audio(audio: dict) -> tuple:
     return wave.float(), int(rate)
 
 
+class SignalNode:
+    """What every driving-signal node shares: it outputs the (chained) signals of a stream."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (KNOT_SIGNAL,)
+    RETURN_NAMES = ("signals",)
+    FUNCTION = "build"
+
+
 class KnotForcingAudioEncoderLoader:
     DESCRIPTION = "Loads wav2vec2-base-960h (Hugging Face folder or model.safetensors) from models/audio_encoders."
     CATEGORY = CATEGORY
@@ -58,13 +67,9 @@ class KnotForcingAudioEncoderLoader:
         return (Wav2Vec2Features(load_wav2vec2(path, device=host().torch_device())),)
 
 
-class KnotForcingAudioSignal:
+class KnotForcingAudioSignal(SignalNode):
     DESCRIPTION = ("Speech -> wav2vec2 features per video frame (AvatarForcing's front end: 16 kHz mono, normalised, "
                    "features at the video fps), computed window by window; the audio is also muxed into the MP4.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (KNOT_SIGNAL,)
-    RETURN_NAMES = ("signals",)
-    FUNCTION = "build"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -81,13 +86,9 @@ class KnotForcingAudioSignal:
         return _chain(signals, signal, mux_audio(audio))
 
 
-class KnotForcingPoseSignal:
+class KnotForcingPoseSignal(SignalNode):
     DESCRIPTION = ("Pose from DWPose/OpenPose keypoints (POSE_KEYPOINT: the geometry, optionally smoothed) or, "
                    "when only drawings exist, from an IMAGE batch of pose maps (area-averaged thumbnails).")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (KNOT_SIGNAL,)
-    RETURN_NAMES = ("signals",)
-    FUNCTION = "build"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -118,13 +119,9 @@ class KnotForcingPoseSignal:
         return _chain(signals, signal)
 
 
-class KnotForcingExpressionSignal:
+class KnotForcingExpressionSignal(SignalNode):
     DESCRIPTION = ("Expression coefficients from a file: a Live Link Face ARKit-52 CSV, a numeric CSV or a JSON "
                    "array, resampled to the video fps.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (KNOT_SIGNAL,)
-    RETURN_NAMES = ("signals",)
-    FUNCTION = "build"
 
     @classmethod
     def INPUT_TYPES(cls):
