@@ -33,6 +33,7 @@ from .errors import CheckpointError, InputError
 from .faces import NUM_PARAMS, DrivingFrame, Portrait, render
 from .model_file import ADAPTER_REGISTRY, AdapterSpec, SamplerDefaults, register_adapter
 from .motion import FPS, MotionSequence, MotionSignal, SpeechMouth, decode_audio
+from .pipeline import latent_frames_for, video_frames_for
 from .video_writer import VideoWriter, frames_from_decoder
 
 log = logging.getLogger(__name__)
@@ -176,11 +177,11 @@ def demo_reference(codec: DemoCodec, seed: int = DEMO_PORTRAIT_SEED) -> tuple[Po
     return portrait, latent
 
 
-def latent_frames_for(seconds: float, fps: int = FPS) -> int:
-    """Latent frames T for a clip of at least `seconds`: T = 1 + ceil((fps*seconds - 1) / 4); frames 1 + 4(T-1)."""
+def demo_latent_frames(seconds: float, fps: int = FPS) -> int:
+    """Latent frames T for a clip of at least `seconds`: the pipeline's rule for ceil(fps*seconds) frames."""
     if not seconds > 0:
         raise InputError(f"seconds={seconds}; give a positive duration")
-    return 1 + math.ceil((fps * seconds - 1) / 4)
+    return latent_frames_for(math.ceil(fps * seconds))
 
 
 def demo_motion(seed: int, frames: int, audio: str | Path) -> MotionSequence:
@@ -225,7 +226,7 @@ def render_demo(out: str | Path, seconds: float = 6.0, audio: str | Path | None 
 
     Head motion, blinks and brows from a seeded MotionSequence; the mouth from the loudness of `audio`
     (default: the bundled speech clip), which is muxed into the MP4. `models` holds demo.safetensors and
-    demo_codec.safetensors. Length rule: T = latent_frames_for(seconds) latents, 1 + 4(T-1) video frames.
+    demo_codec.safetensors. Length rule: T = demo_latent_frames(seconds) latents, 1 + 4(T-1) video frames.
     """
     with torch_threads(threads):
         return _render(Path(out), seconds, audio, seed, portrait_seed, overwrite, Path(models))
@@ -240,8 +241,8 @@ def _render(out: Path, seconds: float, audio: str | Path | None, seed: int, port
                          "to use the bundled clip")
     samples, rate = decode_audio(audio)
     demo = load_demo(models / DEMO_MODEL.name, models / DEMO_CODEC.name)
-    total = latent_frames_for(seconds)
-    motion = demo_motion(seed, 1 + 4 * (total - 1), audio)
+    total = demo_latent_frames(seconds)
+    motion = demo_motion(seed, video_frames_for(total), audio)
     started = time.perf_counter()
     with VideoWriter(out, FPS, audio=samples[None], sample_rate=rate, overwrite=overwrite) as writer:
         for frames in _stream_frames(demo, motion, total, seed, portrait_seed):
@@ -274,7 +275,7 @@ def demo_frames(motion: MotionSequence, seconds: float, *, seed: int = 0, portra
     models = Path(models)
     with torch_threads(threads):
         demo = load_demo(models / DEMO_MODEL.name, models / DEMO_CODEC.name)
-        return np.concatenate(list(_stream_frames(demo, motion, latent_frames_for(seconds), seed, portrait_seed)))
+        return np.concatenate(list(_stream_frames(demo, motion, demo_latent_frames(seconds), seed, portrait_seed)))
 
 
 def mouth_series(video: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

@@ -25,8 +25,8 @@ from knot_core.demo import (
     InjectionConfig,
     MotionInjection,
     demo_frames,
+    demo_latent_frames,
     demo_motion,
-    latent_frames_for,
     load_codec,
     render_demo,
 )
@@ -34,6 +34,7 @@ from knot_core.demo_codec import StreamingDecoder
 from knot_core.errors import InputError
 from knot_core.faces import DrivingFrame, Portrait, regions, render, render_video
 from knot_core.motion import MotionSequence, SpeechMouth
+from knot_core.pipeline import video_frames_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # ground truth reaches r = 0.98, a codec round trip of it 0.74; the shipped model measured 0.55 (stages 1-2: -0.10)
@@ -97,9 +98,9 @@ def test_codec_streaming_equals_one_shot_and_counts_frames():
 
 
 def test_length_rule():
-    assert [latent_frames_for(s) for s in (0.04, 1, 2, 6)] == [1, 7, 14, 39]
+    assert [demo_latent_frames(s) for s in (0.04, 1, 2, 6)] == [1, 7, 14, 39]
     with pytest.raises(InputError, match="positive"):
-        latent_frames_for(0)
+        demo_latent_frames(0)
 
 
 def test_demo_command_writes_mp4_with_expected_frames_and_audio(tmp_path):
@@ -151,7 +152,7 @@ def test_video_follows_the_driving_mouth(tmp_path):
 
 
 def test_open_mouth_driving_opens_the_mouth():
-    frames = 1 + 4 * (latent_frames_for(2.0) - 1)
+    frames = video_frames_for(demo_latent_frames(2.0))
     darkness = {}
     for name, value in (("open", 1.0), ("closed", 0.0)):  # a still head, the mouth held open / closed
         motion = MotionSequence(0, frames + 16, amount=0.0, mouth=SpeechMouth(np.full(frames + 16, value)))
