@@ -179,16 +179,18 @@ class KnotDiT(nn.Module):
         ctx = self.text_embedding(text)  # (B, text_len, dim)
         return [block.cross_attn.text_kv(ctx) for block in self.blocks]
 
-    def forward(self, x: Tensor, t: Tensor, *, frame_positions: Tensor, text_kv: list[tuple[Tensor, Tensor]],
-                context: AttentionContext | None = None, attn_mask: Tensor | None = None,
-                driving: DrivingTokens | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, *, frame_positions: Tensor | RopeTable,
+                text_kv: list[tuple[Tensor, Tensor]], context: AttentionContext | None = None,
+                attn_mask: Tensor | None = None, driving: DrivingTokens | None = None) -> Tensor:
+        """frame_positions: temporal index of each frame, or a RopeTable already built for them."""
         cfg = self.cfg
         b, _, frames, height, width = x.shape
         rows, cols = cfg.grid(height, width)
         h = self.patch_embedding(x.to(self.dtype)).flatten(2).transpose(1, 2).float()  # (B, F*S, dim)
         e = self.time_embedding(sinusoidal_embedding(t, cfg.freq_dim).to(self.dtype)).float()  # (B, F, dim)
         e0 = self.time_projection(e.to(self.dtype)).float().unflatten(-1, (6, cfg.dim))  # (B, F, 6, dim)
-        rope = RopeTable(cfg, frame_positions, rows, cols, device=x.device)
+        rope = frame_positions if isinstance(frame_positions, RopeTable) else \
+            RopeTable(cfg, frame_positions, rows, cols, device=x.device)
         for i, block in enumerate(self.blocks):
             h = self._drive(h, i, driving, before=True)
             h = block(h, e0, frames, rope, text_kv[i], i, context, attn_mask)

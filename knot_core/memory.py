@@ -15,6 +15,7 @@ from .attention import AnchorCache, AnchorWriter, CacheView, KVCache
 from .config import StreamConfig
 from .dit import KnotDiT
 from .driving import DrivingTokens
+from .rope import RopeTable
 
 
 class CachedMemory:
@@ -30,6 +31,7 @@ class CachedMemory:
         self.anchor = AnchorCache(frames=anchor_frames, **dims) if anchor_frames else None
         self._view_key: tuple[int, int | None] | None = None
         self._view: CacheView | None = None
+        self._own_rope: dict[int, RopeTable] = {}  # positions are chunk-relative: one table per length, per run
 
     def anchor_reference(self, x_in: Tensor, t: Tensor) -> None:
         """Clean pass of the reference frame alone; its un-rotated K/V become the anchor."""
@@ -52,8 +54,12 @@ class CachedMemory:
         self._view_key = self._view = None  # the window changed
 
     def _forward(self, x_in: Tensor, t: Tensor, view: CacheView, driving: DrivingTokens | None) -> Tensor:
-        positions = torch.arange(x_in.shape[2], dtype=torch.float64)  # relative to first_frame
-        return self.model(x_in, t, frame_positions=positions, text_kv=self.text_kv, context=view, driving=driving)
+        frames = x_in.shape[2]
+        if frames not in self._own_rope:
+            positions = torch.arange(frames, dtype=torch.float64)  # relative to first_frame
+            self._own_rope[frames] = RopeTable(self.model.cfg, positions, self.rows, self.cols, device=x_in.device)
+        return self.model(x_in, t, frame_positions=self._own_rope[frames], text_kv=self.text_kv, context=view,
+                          driving=driving)
 
     def _context(self, first_frame: int, anchor_position: int | None) -> CacheView:
         # one view (and one set of RoPE tables) per chunk, shared by all its denoising steps
