@@ -9,7 +9,9 @@ import { api } from "../../scripts/api.js";
 
 const SAMPLER = "KnotForcingStreamingSampler";
 const MAX_QUEUE = 240; // frames buffered for playback; older ones are dropped if the render outpaces playback
-const previews = new Map(); // node id (string) -> Preview
+// node -> Preview. Looked up through the graph when an event arrives: a node's id is not final when
+// nodeCreated runs (a loaded workflow assigns ids after creating the nodes).
+const previews = new WeakMap();
 
 function number(value, fallback) {
   return typeof value === "number" && Number.isFinite(value) ? value : fallback;
@@ -21,12 +23,15 @@ class Preview {
     this.root.className = "knotforcing-preview";
     Object.assign(this.root.style, { display: "flex", flexDirection: "column", gap: "4px", width: "100%" });
     this.image = document.createElement("img");
-    Object.assign(this.image.style, { width: "100%", objectFit: "contain", background: "#111", minHeight: "96px" });
+    // fixed height: the strip below must stay visible whatever size the node is given
+    Object.assign(this.image.style, { width: "100%", height: "120px", objectFit: "contain", background: "#111",
+      flex: "0 0 auto" });
     this.image.alt = "Knot Forcing preview";
     this.strip = document.createElement("div");
-    Object.assign(this.strip.style, { font: "11px monospace", color: "#ccc", whiteSpace: "pre", overflow: "hidden" });
+    Object.assign(this.strip.style, { font: "11px monospace", color: "#ccc", whiteSpace: "pre", overflow: "hidden",
+      flex: "0 0 auto", minHeight: "14px" }); // never shrunk away by the flex column
+    this.root.appendChild(this.strip); // above the image: nothing the host draws below the widget can cover it
     this.root.appendChild(this.image);
-    this.root.appendChild(this.strip);
     this.queue = [];
     this.timer = null;
     this.interval = 1000 / 16;
@@ -46,7 +51,7 @@ class Preview {
     const stride = Math.max(1, number(detail.preview_stride, 1));
     this.interval = (1000 * stride) / Math.max(1, fps);
     const boundary = number(detail.knot_boundary, null);
-    if (boundary !== null) this.boundaries = [...this.boundaries.slice(-5), boundary];
+    if (boundary !== null) this.boundaries = [...this.boundaries.slice(-2), boundary]; // the last 3 fit the strip
     const frames = Array.isArray(detail.frames) ? detail.frames.filter((f) => typeof f === "string") : [];
     for (const frame of frames) this.queue.push("data:image/jpeg;base64," + frame);
     if (this.queue.length > MAX_QUEUE) this.queue.splice(0, this.queue.length - MAX_QUEUE);
@@ -95,9 +100,12 @@ class Preview {
 
 function previewFor(detail) {
   if (!detail || typeof detail !== "object" || detail.node === undefined || detail.node === null) return null;
-  const id = String(detail.node);
   // Inside subgraphs the server's id is a path "outer:inner"; the node on the canvas has the last part.
-  return previews.get(id) ?? previews.get(id.split(":").pop()) ?? null;
+  const id = String(detail.node).split(":").pop();
+  const graph = app.graph;
+  if (!graph || typeof graph.getNodeById !== "function") return null;
+  const node = graph.getNodeById(Number(id)) ?? graph.getNodeById(id);
+  return node ? previews.get(node) ?? null : null;
 }
 
 app.registerExtension({
@@ -111,13 +119,13 @@ app.registerExtension({
     const preview = new Preview();
     node.addDOMWidget("knotforcing_preview", "knotforcing.preview", preview.root, {
       serialize: false,
-      getMinHeight: () => 140,
+      getMinHeight: () => 150, // one strip line + the 120 px image
     });
-    previews.set(String(node.id), preview);
+    previews.set(node, preview);
     const removed = node.onRemoved;
     node.onRemoved = function () {
       preview.stop();
-      previews.delete(String(node.id));
+      previews.delete(node);
       return removed?.apply(this, arguments);
     };
   },

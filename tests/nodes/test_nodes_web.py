@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 NODE = shutil.which("node")
 
-APP = "export const app = { extensions: [], registerExtension(e) { this.extensions.push(e); } };\n"
+APP = """export const app = { extensions: [], registerExtension(e) { this.extensions.push(e); },
+  nodes: [], graph: { getNodeById(id) { return app.nodes.find((n) => n.id === id) ?? null; } } };\n"""
 API = """export const api = { handlers: {}, addEventListener(name, fn) { (this.handlers[name] ??= []).push(fn); },
   dispatch(name, detail) { for (const fn of this.handlers[name] ?? []) fn({ detail }); } };\n"""
 HARNESS = """
@@ -26,12 +27,15 @@ await import("./extensions/knotforcing/knotforcing.js");
 const ext = app.extensions[0];
 ext.setup();
 const widgets = [];
-const node = { id: 5, comfyClass: "KnotForcingStreamingSampler",
+// as when a workflow is loaded: the node is created first and gets its id afterwards
+const node = { id: -1, comfyClass: "KnotForcingStreamingSampler",
   addDOMWidget(name, type, el, opts) { widgets.push({ name, type, el, opts }); } };
 ext.nodeCreated(node);
+node.id = 5;
+app.nodes.push(node);
 ext.nodeCreated({ id: 6, comfyClass: "KSampler", addDOMWidget() { throw new Error("must not be called"); } });
 ext.nodeCreated({ id: 7, comfyClass: "KnotForcingStreamingSampler" });  // old frontend: no addDOMWidget
-const root = widgets[0].el, [img, strip] = root.children;
+const root = widgets[0].el, [strip, img] = root.children;
 const jpeg = "AAAA";
 const seen = [];
 // events the preview cannot use must not throw
@@ -48,6 +52,7 @@ seen.push(strip.textContent);
 api.dispatch("knotforcing.done", { node: "5", frames: 21, filename: "a.mp4", interrupted: true });
 seen.push(strip.textContent);
 node.onRemoved();
+app.nodes.length = 0;
 api.dispatch("knotforcing.chunk", { node: "5", chunk: 2, frames: [jpeg] });  // removed: ignored
 seen.push(strip.textContent);
 console.log(JSON.stringify({ name: ext.name, widgets: widgets.map((w) => [w.name, w.type, w.opts.serialize]), seen }));
