@@ -24,13 +24,18 @@ def parse_steps(text: str) -> tuple[int, ...]:
     return steps
 
 
-class KnotForcingKnotSettings:
-    DESCRIPTION = ("The chunk loop: c new latent frames per chunk, k knot frames overlapping the next chunk, a "
-                   "window of L cached frames, the few-step schedule. Unconnected: the model's recommended settings.")
+class SettingsNode:
+    """What the settings nodes share: they output one KNOT_SETTINGS object that the sampler reads."""
+
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_SETTINGS,)
     RETURN_NAMES = ("settings",)
     FUNCTION = "build"
+
+
+class KnotForcingKnotSettings(SettingsNode):
+    DESCRIPTION = ("The chunk loop: c new latent frames per chunk, k knot frames overlapping the next chunk, a "
+                   "window of L cached frames, the few-step schedule. Unconnected: the model's recommended settings.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -61,13 +66,9 @@ class KnotForcingKnotSettings:
         return (KnotSettings(stream=cfg),)
 
 
-class KnotForcingRunningAhead:
+class KnotForcingRunningAhead(SettingsNode):
     DESCRIPTION = ("Running ahead: the reference frame's temporal index n starts at ahead_init and moves by "
                    "ahead_step whenever a chunk would reach it (before chunk i: if i + c + k > n then n += s).")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (KNOT_SETTINGS,)
-    RETURN_NAMES = ("settings",)
-    FUNCTION = "build"
 
     @classmethod
     def INPUT_TYPES(cls):
