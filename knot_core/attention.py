@@ -1,9 +1,14 @@
 """K/V caches: the sliding window ring buffer and the anchor (reference frame or frame sink).
 
-Keys are stored un-rotated; RoPE is applied when a forward reads them, at positions
+Keys are stored un-rotated; RoPE is applied when a chunk reads them, at positions
 relative to the chunk being generated. So the reference can be re-indexed ("running
 ahead") without recomputation, and positions stay bounded however long the stream runs.
 Both caches hold every layer in one preallocated tensor (layers, B, tokens, heads, d).
+
+A chunk's denoising steps all see the same context, so `CacheView` rotates and gathers it
+once per chunk into a `ChunkWorkspace`: one contiguous [context | own] K/V per layer, into
+which each forward only writes its own K/V. Attention then reads a plain slice: no per-step
+rotation, concatenation or gather, and fixed addresses (what CUDA graphs need).
 """
 
 from __future__ import annotations
@@ -102,9 +107,28 @@ class AnchorCache:
         self.filled = min(self.frames, max(self.filled, frames))
 
 
+class ChunkWorkspace:
+    """Contiguous K (rotated) and V of [anchor | visible window | own frames] for every layer.
+
+    Sized once per stream for the largest forward; the context part is refilled once per
+    chunk, the own part by every forward. Costs (anchor + window + forward frames) of K/V
+    on top of the caches, and saves a rotation and two concatenations per layer per step.
+    """
+
+    def __init__(self, *, num_layers: int, frames: int, tokens_per_frame: int, batch: int, heads: int,
+                 head_dim: int, dtype: torch.dtype, device: torch.device | str):
+        shape = (num_layers, batch, frames * tokens_per_frame, heads, head_dim)
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
+
+    @property
+    def tokens(self) -> int:
+        return self.k.shape[2]
+
+
 class CacheView:
-    """What one forward attends to besides itself: anchor + visible window, rotated to the
-    forward's positions. Built once per chunk; rotation tables are shared by all steps.
+    """What one chunk's forwards attend to besides themselves: anchor + visible window,
+    rotated to the chunk's positions into the workspace when a layer first reads it.
 
     positions are relative to `base` (the first frame of the forward), so they stay bounded.
     If `commit_frames` is set, the forward's own K/V are written to the window (and to the
@@ -112,10 +136,11 @@ class CacheView:
     """
 
     def __init__(self, window: KVCache, anchor: AnchorCache | None, anchor_position: int | None, base: int,
-                 rows: int, cols: int, cfg, sink_frames: int = 0, commit_frames: list[int] | None = None):
+                 rows: int, cols: int, cfg, workspace: ChunkWorkspace, sink_frames: int = 0,
+                 commit_frames: list[int] | None = None):
         device = window.k.device
         self.window, self.anchor, self.commit_frames = window, anchor, commit_frames
-        self.sink_frames = sink_frames
+        self.workspace, self.sink_frames = workspace, sink_frames
         self.slots = window.visible_slots(min_frame=sink_frames)
         window_pos = torch.tensor([window.slot_frame[s] - base for s in self.slots], dtype=torch.float64)
         self.window_rope = RopeTable(cfg, window_pos, rows, cols, device=device)
@@ -123,6 +148,9 @@ class CacheView:
         if anchor is not None and anchor.filled and anchor_position is not None:
             anchor_pos = torch.arange(anchor.filled, dtype=torch.float64) + (anchor_position - base)
             self.anchor_rope = RopeTable(cfg, anchor_pos, rows, cols, device=device)
+        self.anchor_tokens = self.anchor_rope.num_tokens if self.anchor_rope is not None else 0
+        self.context_tokens = self.anchor_tokens + self.window_rope.num_tokens
+        self.filled_layers = [False] * workspace.k.shape[0]  # shared with `committing` views: same context
         self.write_slots = window.reserve(commit_frames) if commit_frames else None
 
     def committing(self, frames: list[int]) -> CacheView:
@@ -131,19 +159,28 @@ class CacheView:
         view.commit_frames, view.write_slots = frames, self.window.reserve(frames)
         return view
 
-    def read(self, layer: int) -> tuple[Tensor, Tensor] | None:
-        keys, values = [], []
-        if self.anchor_rope is not None:
-            n = self.anchor.filled * self.anchor.tokens_per_frame
-            keys.append(self.anchor_rope.rotate(self.anchor.k[layer, :, :n]))
-            values.append(self.anchor.v[layer, :, :n])
+    def keys_values(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """k (rotated), v: the forward's own (B, S, heads, d) -> K, V of [context | own]."""
+        ws, n, s = self.workspace, self.context_tokens, k.shape[1]
+        if n + s > ws.tokens:
+            raise ValueError(f"a forward of {s} tokens after {n} context tokens overflows the workspace "
+                             f"({ws.tokens} tokens): size it for the largest forward")
+        if not self.filled_layers[layer]:
+            self._fill_context(layer)
+            self.filled_layers[layer] = True
+        ws.k[layer, :, n:n + s] = k
+        ws.v[layer, :, n:n + s] = v
+        return ws.k[layer, :, :n + s], ws.v[layer, :, :n + s]
+
+    def _fill_context(self, layer: int) -> None:
+        ws, a, n = self.workspace, self.anchor_tokens, self.context_tokens
+        if a:
+            self.anchor_rope.rotate(self.anchor.k[layer, :, :a], out=ws.k[layer, :, :a])
+            ws.v[layer, :, :a] = self.anchor.v[layer, :, :a]
         if self.slots:
             k, v = self.window.gather(layer, self.slots)
-            keys.append(self.window_rope.rotate(k))
-            values.append(v)
-        if not keys:
-            return None
-        return torch.cat(keys, dim=1), torch.cat(values, dim=1)
+            self.window_rope.rotate(k, out=ws.k[layer, :, a:n])
+            ws.v[layer, :, a:n] = v
 
     def write(self, layer: int, k: Tensor, v: Tensor) -> None:
         if self.commit_frames is None:
@@ -165,8 +202,8 @@ class AnchorWriter:
     def __init__(self, anchor: AnchorCache):
         self.anchor = anchor
 
-    def read(self, layer: int) -> None:
-        return None
+    def keys_values(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return k, v
 
     def write(self, layer: int, k: Tensor, v: Tensor) -> None:
         self.anchor.write(layer, 0, k, v)

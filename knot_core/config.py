@@ -182,6 +182,11 @@ class StreamConfig:
         return self.chunk_len + self.knot_len
 
     @property
+    def max_forward_frames(self) -> int:
+        """Most latent frames one forward sees: rolling forcing denoises one chunk per step jointly."""
+        return self.chunk_len * len(self.steps) if self.strategy == "rolling_forcing" else self.span
+
+    @property
     def uses_reference_anchor(self) -> bool:
         return self.strategy == "knot" and self.anchor
 

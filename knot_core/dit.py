@@ -19,20 +19,20 @@ from torch import Tensor, nn
 
 from .config import DiTConfig
 from .driving import DrivingAdapter, DrivingTokens
-from .rope import RopeTable
+from .rope import RopeTable, rotate
 
 
 class AttentionContext(Protocol):
     """Extra keys/values each self-attention layer attends to, and where its own K/V go.
 
-    read(layer) returns context keys already rotated to the caller's positions and values,
-    each (B, S_ctx, heads, head_dim), or None. write(layer, k, v) receives the layer's own
-    un-rotated keys and values when the forward commits frames to a cache.
+    write(layer, k, v) receives the layer's own un-rotated keys and values (a forward that
+    commits frames stores them); keys_values(layer, k, v) takes its own rotated keys and
+    values, each (B, S, heads, head_dim), and returns the K/V to attend to: [context | own].
     """
 
-    def read(self, layer: int) -> tuple[Tensor, Tensor] | None: ...
-
     def write(self, layer: int, k: Tensor, v: Tensor) -> None: ...
+
+    def keys_values(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
@@ -66,23 +66,12 @@ class QKVO(nn.Module):
 
 
 class SelfAttention(QKVO):
-    def forward(self, x: Tensor, rope: RopeTable, layer: int, context: AttentionContext | None,
-                attn_mask: Tensor | None) -> Tensor:
+    def project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """-> q (rotated), k (un-rotated: caches store it so), k (rotated), v; each (B, S, heads, d)."""
         heads = (self.num_heads, -1)
-        q = rope.rotate(self.norm_q(self.q(x)).unflatten(-1, heads))  # (B, S, H, d)
-        k = self.norm_k(self.k(x)).unflatten(-1, heads)  # un-rotated: caches store it this way
-        v = self.v(x).unflatten(-1, heads)
-        cached = None
-        if context is not None:
-            cached = context.read(layer)
-            context.write(layer, k, v)
-        k = rope.rotate(k)
-        if cached is not None:
-            k = torch.cat([cached[0].to(k.dtype), k], dim=1)  # (B, S_ctx + S, H, d)
-            v = torch.cat([cached[1].to(v.dtype), v], dim=1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                             attn_mask=attn_mask)  # (B, H, S, d)
-        return self.o(out.transpose(1, 2).flatten(2))
+        q = rotate(self.norm_q(self.q(x)).unflatten(-1, heads), cos, sin)
+        k = self.norm_k(self.k(x)).unflatten(-1, heads)
+        return q, k, rotate(k, cos, sin), self.v(x).unflatten(-1, heads)
 
 
 class CrossAttention(QKVO):
@@ -115,22 +104,39 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: Tensor, e0: Tensor, frames: int, rope: RopeTable, text_kv: tuple[Tensor, Tensor],
                 layer: int, context: AttentionContext | None, attn_mask: Tensor | None) -> Tensor:
-        # x: (B, F*S, dim) float32 residual stream; e0: (B, F, 6, dim)
+        # x: (B, F*S, dim) float32 residual stream; e0: (B, F, 6, dim). The two dense halves are
+        # pure functions of tensors (what `compile_blocks` compiles); cache I/O stays between them.
+        q, k, k_rot, v = self.attention_inputs(x, e0, frames, rope.cos, rope.sin)
+        if context is not None:
+            context.write(layer, k, v)
+            k_rot, v = context.keys_values(layer, k_rot, v)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k_rot.transpose(1, 2), v.transpose(1, 2),
+                                           attn_mask=attn_mask)  # (B, H, S, d)
+        return self.attention_output(x, e0, frames, y.transpose(1, 2).flatten(2), text_kv)
+
+    def _modulation(self, e0: Tensor) -> list[Tensor]:
         mod = (self.modulation.float().unsqueeze(1) + e0).unbind(2)  # 6 x (B, F, dim)
-        shift1, scale1, gate1, shift2, scale2, gate2 = (m.unsqueeze(2) for m in mod)  # (B, F, 1, dim)
-        wdt = self.ffn[0].weight.dtype
+        return [m.unsqueeze(2) for m in mod]  # shift1, scale1, gate1, shift2, scale2, gate2: (B, F, 1, dim)
 
-        def modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-            h = h.float().unflatten(1, (frames, -1)) * (1 + scale) + shift  # (B, F, S, dim)
-            return h.flatten(1, 2).to(wdt)
+    def _modulate(self, h: Tensor, shift: Tensor, scale: Tensor, frames: int) -> Tensor:
+        h = h.float().unflatten(1, (frames, -1)) * (1 + scale) + shift  # (B, F, S, dim)
+        return h.flatten(1, 2).to(self.ffn[0].weight.dtype)
 
-        def gated(y: Tensor, gate: Tensor) -> Tensor:
-            return (y.float().unflatten(1, (frames, -1)) * gate).flatten(1, 2)
+    def attention_inputs(self, x: Tensor, e0: Tensor, frames: int, cos: Tensor, sin: Tensor):
+        shift1, scale1 = self._modulation(e0)[:2]
+        return self.self_attn.project(self._modulate(self.norm1(x), shift1, scale1, frames), cos, sin)
 
-        y = self.self_attn(modulate(self.norm1(x), shift1, scale1), rope, layer, context, attn_mask)
-        x = x + gated(y, gate1)
-        x = x + self.cross_attn(self.norm3(x.to(wdt)), text_kv).float()
-        y = self.ffn(modulate(self.norm2(x), shift2, scale2))
+    def attention_output(self, x: Tensor, e0: Tensor, frames: int, y: Tensor,
+                         text_kv: tuple[Tensor, Tensor]) -> Tensor:
+        """y: attention result (B, F*S, dim) -> the block's output residual stream."""
+        _, _, gate1, shift2, scale2, gate2 = self._modulation(e0)
+
+        def gated(h: Tensor, gate: Tensor) -> Tensor:
+            return (h.float().unflatten(1, (frames, -1)) * gate).flatten(1, 2)
+
+        x = x + gated(self.self_attn.o(y), gate1)
+        x = x + self.cross_attn(self.norm3(x.to(self.ffn[0].weight.dtype)), text_kv).float()
+        y = self.ffn(self._modulate(self.norm2(x), shift2, scale2, frames))
         return x + gated(y, gate2)
 
 
@@ -164,6 +170,20 @@ class KnotDiT(nn.Module):
 
     def add_adapter(self, name: str, adapter: DrivingAdapter) -> None:
         self.driving[name] = adapter
+
+    def compile_blocks(self, mode: str = "default", backend: str = "inductor") -> None:
+        """torch.compile every block's two dense halves (norms, modulation, projections, RoPE,
+        cross-attention, FFN: fused kernels). Cache I/O and self-attention stay eager between
+        them, so nothing guards on cache cursors: the steady state never recompiles, and a
+        forward of a new frame count (reference pass, commit pass) compiles once. All blocks
+        share one compiled graph per shape. mode: torch.compile's ("reduce-overhead" adds
+        CUDA graphs); it applies to the inductor backend only.
+        """
+        options = {"mode": mode} if backend == "inductor" else {}
+        for block in self.blocks:
+            block.attention_inputs = torch.compile(block.attention_inputs, backend=backend, dynamic=False, **options)
+            block.attention_output = torch.compile(block.attention_output, backend=backend, dynamic=False,
+                                                   **options)
 
     @property
     def dtype(self) -> torch.dtype:

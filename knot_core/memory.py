@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .attention import AnchorCache, AnchorWriter, CacheView, KVCache
+from .attention import AnchorCache, AnchorWriter, CacheView, ChunkWorkspace, KVCache
 from .config import StreamConfig
 from .dit import KnotDiT
 from .driving import DrivingTokens
@@ -29,6 +29,7 @@ class CachedMemory:
         self.window = KVCache(window_len=cfg.window_len, spare=cfg.chunk_len, **dims)
         anchor_frames = 1 if cfg.uses_reference_anchor else cfg.sink_len
         self.anchor = AnchorCache(frames=anchor_frames, **dims) if anchor_frames else None
+        self.workspace = ChunkWorkspace(frames=anchor_frames + cfg.window_len + cfg.max_forward_frames, **dims)
         self._view_key: tuple[int, int | None] | None = None
         self._view: CacheView | None = None
         self._own_rope: dict[int, RopeTable] = {}  # positions are chunk-relative: one table per length, per run
@@ -67,7 +68,7 @@ class CachedMemory:
         if self._view_key != key:
             sink = 0 if self.cfg.uses_reference_anchor else self.cfg.sink_len
             self._view = CacheView(self.window, self.anchor, anchor_position, first_frame, self.rows, self.cols,
-                                   self.model.cfg, sink_frames=sink)
+                                   self.model.cfg, self.workspace, sink_frames=sink)
             self._view_key = key
         return self._view
 

@@ -45,10 +45,17 @@ class RopeTable:
         self.sin = angles.sin().to(device=device, dtype=torch.float32)
         self.num_tokens = n_f * rows * cols
 
-    def rotate(self, x: Tensor) -> Tensor:
-        """x: (B, S, heads, d) -> rotated copy, same dtype; math in float32."""
+    def rotate(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """x: (B, S, heads, d) -> rotated, same dtype (into `out` if given); math in float32."""
         assert x.shape[1] == self.num_tokens, f"rope table has {self.num_tokens} tokens, x has {x.shape[1]}"
-        pairs = x.float().unflatten(-1, (-1, 2))  # (B, S, H, d/2, 2)
-        re, im = pairs[..., 0], pairs[..., 1]
-        out = torch.stack([re * self.cos - im * self.sin, re * self.sin + im * self.cos], dim=-1)
-        return out.flatten(-2).to(x.dtype)
+        if out is None:
+            return rotate(x, self.cos, self.sin)
+        return out.copy_(rotate(x, self.cos, self.sin))
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x: (B, S, heads, d) rotated by angles with cos/sin (S, 1, d/2); a pure function, so it compiles."""
+    pairs = x.float().unflatten(-1, (-1, 2))  # (B, S, H, d/2, 2)
+    re, im = pairs[..., 0], pairs[..., 1]
+    out = torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1)
+    return out.flatten(-2).to(x.dtype)

@@ -1,5 +1,7 @@
-"""Caches: rollback restores exactly; the reference re-indexed by rotation equals recomputation."""
+"""Caches: rollback restores exactly; the reference re-indexed by rotation equals recomputation;
+the chunk workspace holds [rotated context | own] contiguously, the context filled once per chunk."""
 
+import pytest
 import torch
 
 from knot_core.attention import AnchorCache, AnchorWriter, KVCache
@@ -8,15 +10,16 @@ from knot_core.dit import KnotDiT
 from knot_core.rope import RopeTable
 
 
-def _cache(window=4, spare=2, s=3):
-    return KVCache(num_layers=2, window_len=window, spare=spare, tokens_per_frame=s, batch=1, heads=2, head_dim=4,
+def _cache(window=4, spare=2, s=3, d=4):
+    return KVCache(num_layers=2, window_len=window, spare=spare, tokens_per_frame=s, batch=1, heads=2, head_dim=d,
                    dtype=torch.float32, device="cpu")
 
 
 def _append(cache, frames):
     slots = cache.reserve(frames)
     for layer in range(2):
-        k = torch.stack([torch.full((3, 2, 4), float(f * 10 + layer)) for f in frames], 0).reshape(1, -1, 2, 4)
+        d = cache.k.shape[-1]
+        k = torch.stack([torch.full((3, 2, d), float(f * 10 + layer)) for f in frames], 0).reshape(1, -1, 2, d)
         cache.write(layer, slots, k, -k)
     cache.append(frames)
 
@@ -86,3 +89,37 @@ def test_reference_reindexed_by_rotation_equals_recomputation_at_the_new_index()
         for layer in range(2):
             torch.testing.assert_close(rope.rotate(anchors[8].k[layer]), rope.rotate(anchors[n].k[layer]),
                                        atol=1e-5, rtol=0)
+
+
+def test_chunk_workspace_holds_rotated_context_then_own_keys_contiguously():
+    from dataclasses import replace
+
+    from knot_core.attention import CacheView, ChunkWorkspace
+    cfg = replace(PRESETS["tiny"], dim=16, num_heads=2)  # head_dim 8, as the caches below
+    window = _cache(window=4, spare=2, s=3, d=8)
+    for start in range(0, 14, 2):  # the ring has wrapped: the visible slots are not contiguous
+        _append(window, [start, start + 1])
+    anchor = AnchorCache(num_layers=2, frames=1, tokens_per_frame=3, batch=1, heads=2, head_dim=8,
+                         dtype=torch.float32, device="cpu")
+    anchor.write(1, 0, torch.randn(1, 3, 2, 8), torch.randn(1, 3, 2, 8))
+    anchor.mark_filled(1)
+    ws = ChunkWorkspace(num_layers=2, frames=1 + 4 + 2, tokens_per_frame=3, batch=1, heads=2, head_dim=8,
+                        dtype=torch.float32, device="cpu")
+    view = CacheView(window, anchor, anchor_position=20, base=14, rows=1, cols=3, cfg=cfg, workspace=ws)
+    own_k, own_v = torch.randn(1, 6, 2, 8), torch.randn(1, 6, 2, 8)
+    k, v = view.keys_values(1, own_k, own_v)
+    slots = window.visible_slots()
+    assert [window.slot_frame[s] for s in slots] == [10, 11, 12, 13]
+    wk, wv = window.gather(1, slots)
+    expected_k = torch.cat([RopeTable(cfg, torch.tensor([6.0]), 1, 3).rotate(anchor.k[1]),
+                            RopeTable(cfg, torch.tensor([-4.0, -3.0, -2.0, -1.0]), 1, 3).rotate(wk), own_k], 1)
+    torch.testing.assert_close(k, expected_k, atol=1e-6, rtol=0)
+    assert torch.equal(v, torch.cat([anchor.v[1], wv, own_v], 1))
+    assert k.data_ptr() == ws.k[1].data_ptr() and v.data_ptr() == ws.v[1].data_ptr()  # a slice, not a copy
+    # the context is rotated once per chunk: later steps only write their own K/V
+    window.k.add_(1.0)
+    k2, _ = view.keys_values(1, own_k + 1, own_v)
+    torch.testing.assert_close(k2[:, :15], expected_k[:, :15], atol=1e-6, rtol=0)
+    torch.testing.assert_close(k2[:, 15:], own_k + 1)
+    with pytest.raises(ValueError, match="overflows the workspace"):
+        view.keys_values(0, torch.randn(1, 9, 2, 8), torch.randn(1, 9, 2, 8))

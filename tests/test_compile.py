@@ -1,0 +1,57 @@
+"""compile_blocks: the steady state never recompiles, blocks share graphs, output == eager."""
+
+import dataclasses
+import itertools
+import shutil
+
+import pytest
+import torch
+
+from knot_core.config import PRESETS, StreamConfig
+from knot_core.dit import KnotDiT
+from knot_core.stream import StreamInputs, generate, start_stream
+
+
+def _model(layers=2):
+    torch.manual_seed(0)
+    return KnotDiT(dataclasses.replace(PRESETS["tiny-noise-ref-mask"], num_layers=layers)).eval()
+
+
+def _inputs():
+    return StreamInputs((8, 8), reference=torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
+
+
+def _stream(model, cfg, inputs, chunks):
+    return [c.latents for c in itertools.islice(generate(model, cfg, inputs, start_stream(model, cfg, inputs, 3)),
+                                                chunks)]
+
+
+@pytest.mark.parametrize("strategy", ["knot", "self_forcing"])
+def test_steady_state_never_recompiles_and_blocks_share_graphs(strategy):
+    graphs = []
+
+    def counting_backend(gm, example_inputs):  # called once per (re)compilation
+        graphs.append(gm)
+        return gm.forward
+
+    model, cfg, inputs = _model(layers=4), StreamConfig.for_strategy(strategy), _inputs()
+    model.compile_blocks(backend=counting_backend)
+    stream = generate(model, cfg, inputs, start_stream(model, cfg, inputs, 3))
+    counts = [len(graphs) for _ in range(10) if next(stream) is not None]
+    # one graph per half and forward length: knot 1 (reference), 4 (c + k), 3 (commit); self_forcing 3 only
+    expected = 6 if strategy == "knot" else 2
+    assert counts == [expected] * 10
+    _stream(model, cfg, inputs, 3)  # a new stream (new caches, new RoPE tables) on the same model
+    assert len(graphs) == expected
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("cc") is None,
+                    reason="inductor needs a C++ compiler on CPU")
+def test_inductor_compiled_stream_equals_eager():
+    model, cfg, inputs = _model(), StreamConfig(), _inputs()
+    eager = _stream(model, cfg, inputs, 4)
+    model.compile_blocks()
+    compiled = _stream(model, cfg, inputs, 4)
+    diffs = [float((a - b).abs().max()) for a, b in zip(eager, compiled, strict=True)]
+    assert max(diffs) < 1e-5, diffs  # measured 4.8e-7 (fused float32 kernels reorder sums)
+    assert float((eager[0] - eager[-1]).abs().max()) > 1e-2
