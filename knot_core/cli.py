@@ -97,6 +97,8 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_render(sub: argparse._SubParsersAction) -> None:
+    from .compilation import COMPILE_MODES
+
     p = sub.add_parser("render", help="render one portrait video to MP4 (streamed to disk, resumable)",
                        description="Animate --reference with the driving inputs and write --out chunk by chunk, "
                                    "with the driving audio muxed. Ctrl-C (or SIGTERM) finishes the current chunk, "
@@ -124,6 +126,9 @@ def add_render(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--crf", type=int, default=18, help="H.264 quality, 0 lossless .. 51 (default 18)")
     g.add_argument("--dtype", choices=DTYPE_CHOICES, help="default bf16 on CUDA, fp32 on the CPU")
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    g.add_argument("--compile", choices=COMPILE_MODES, default="none",
+                   help="torch.compile the DiT blocks (faster chunks after a compile of the first ones; "
+                        "reduce-overhead adds CUDA graphs)")
     _add_job_options(p)
     _add_stream_options(p)
 
@@ -137,8 +142,8 @@ def _render_job(args: argparse.Namespace):
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(StreamConfig)
                 if getattr(args, f.name) is not None}
     own = ("reference", "model", "vae", "out", "audio", "pose", "expression", "text", "wav2vec", "seconds",
-           "frames", "seed", "fps", "width", "height", "fit", "dtype", "device", "crf", "save_every", "resume",
-           "overwrite")
+           "frames", "seed", "fps", "width", "height", "fit", "dtype", "device", "crf", "compile", "save_every",
+           "resume", "overwrite")
     return RenderJob(settings=settings, **{k: getattr(args, k) for k in own})
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .compilation import COMPILE_MODES
 from .config import StreamConfig
 from .errors import ConfigError, InputError
 from .image import FIT_MODES
@@ -55,7 +56,8 @@ class RenderJob:
     """Everything one render needs. Paths may be str; `settings` overrides the model's StreamConfig defaults.
 
     Length: `frames`, else `seconds`, else until the shortest driving input (audio, pose, expression) ends.
-    dtype/device default to bf16 on CUDA, else fp32 on the CPU. fps, width and height default to the
+    dtype/device default to bf16 on CUDA, else fp32 on the CPU. compile: a torch.compile mode
+    for the DiT blocks (COMPILE_MODES; "none" by default). fps, width and height default to the
     model's recommendation (the size keeps the reference's aspect within the model's pixel area).
     """
 
@@ -79,6 +81,7 @@ class RenderJob:
     dtype: str | None = None
     device: str | None = None
     crf: int = 18
+    compile: str = "none"
     save_every: int = 1
     resume: bool = False
     overwrite: bool = False
@@ -105,6 +108,8 @@ class RenderJob:
             raise ConfigError(f"fit={self.fit!r}; allowed: {', '.join(FIT_MODES)}")
         if self.dtype is not None and self.dtype not in DTYPE_NAMES:
             raise ConfigError(f"dtype={self.dtype!r}; allowed: {', '.join(DTYPE_NAMES)}")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"compile={self.compile!r}; allowed: {', '.join(COMPILE_MODES)}")
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"crf={self.crf}; must be in [0, 51] (0 lossless, 18 visually lossless)")
         if self.resume and self.overwrite:

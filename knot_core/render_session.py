@@ -105,6 +105,7 @@ class RenderSession:
 def open_session(job) -> RenderSession:
     """Load everything a checked job names; the length and every input mismatch are settled here."""
     from .checkpoints import check_text, load_dit, load_text_embedding
+    from .compilation import check_compile, compile_model
     from .image import resolution_for
     from .pipeline import encode_reference
     from .render import fingerprint
@@ -112,7 +113,9 @@ def open_session(job) -> RenderSession:
 
     device = job.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = job.dtype or ("bf16" if str(device).startswith("cuda") else "fp32")
+    check_compile(job.compile, device)
     model, info = load_dit(job.model, dtype=dtype, device=device)
+    compile_model(model, job.compile)
     cfg = info.stream_config(**job.settings)
     fps = int(job.fps or info.sampler.fps)
     image = read_image(job.reference)  # (H, W, 3) uint8

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from knot_core.compilation import COMPILE_MODES
 from knot_core.errors import CheckpointError, InputError
 
 from .host import KNOT_FOLDER, host
@@ -48,14 +49,21 @@ class KnotForcingModelLoader:
             "model_name": (_model_names(), {"tooltip": "From models/knot_forcing or models/diffusion_models. The "
                                                        "format is read from the tensors, never the file name."}),
             "dtype": (list(DTYPES), {"default": "bf16", "tooltip": "Weight precision; bf16 on GPUs, fp32 on CPU."}),
+        }, "optional": {
+            "compile": (list(COMPILE_MODES), {"default": "none", "tooltip": (
+                "torch.compile the DiT blocks: faster chunks once the first ones have compiled (a minute or "
+                "so). reduce-overhead adds CUDA graphs. Needs Triton on a GPU, a C++ compiler on the CPU.")}),
         }}
 
-    def load(self, model_name: str, dtype: str):
+    def load(self, model_name: str, dtype: str, compile: str = "none"):
         from knot_core.checkpoints import load_dit
+        from knot_core.compilation import check_compile, compile_model
         from knot_core.summary import format_summary
 
+        check_compile(compile, host().torch_device())
         model, info = load_dit(_find(MODEL_FOLDERS, model_name, "model file"), dtype=dtype,
                                device=host().torch_device())
+        compile_model(model, compile)
         return {"ui": {"text": [format_summary(info)]}, "result": (LoadedModel(model, info),)}
 
 

@@ -1,6 +1,7 @@
 """compile_blocks: the steady state never recompiles, blocks share graphs, output == eager."""
 
 import dataclasses
+import importlib.util
 import itertools
 import shutil
 
@@ -55,3 +56,28 @@ def test_inductor_compiled_stream_equals_eager():
     diffs = [float((a - b).abs().max()) for a, b in zip(eager, compiled, strict=True)]
     assert max(diffs) < 1e-5, diffs  # measured 4.8e-7 (fused float32 kernels reorder sums)
     assert float((eager[0] - eager[-1]).abs().max()) > 1e-2
+
+
+def test_compile_settings_are_checked_before_any_work(monkeypatch, tmp_path):
+    from knot_core.compilation import check_compile
+    from knot_core.errors import ConfigError, MissingDependencyError
+    from knot_core.render import RenderJob
+
+    with pytest.raises(ConfigError, match=r"compile='fast'; allowed: none, default, max-autotune, reduce-overhead"):
+        RenderJob(reference="a.png", model="m.safetensors", vae="v.safetensors", out="o.mp4", compile="fast")
+    with pytest.raises(ConfigError, match="needs a CUDA device; on the CPU use compile='default'"):
+        check_compile("reduce-overhead", "cpu")
+    check_compile("none", "cpu")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler to be found
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(MissingDependencyError, match=r"needs a C\+\+ compiler"):
+        check_compile("default", "cpu")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is not None, reason="triton is installed here")
+def test_compile_on_a_gpu_without_triton_names_the_install():
+    from knot_core.compilation import check_compile
+    from knot_core.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError, match="pip install triton"):
+        check_compile("default", "cuda")

@@ -240,3 +240,11 @@ def test_standalone_host_folders(tmp_path, monkeypatch):
     assert h.model_path("vae", "b.safetensors") is None
     with pytest.raises(InputError, match="points outside the output folder"):
         h.output_file("../x", "mp4")
+
+
+def test_model_loader_compiles_the_blocks_on_request(models_dir):
+    out = N["KnotForcingModelLoader"]().load("tiny.safetensors", "fp32", compile="default")
+    block = out["result"][0].model.blocks[0]
+    assert {"attention_inputs", "attention_output"} <= set(vars(block))  # compiled wrappers over the methods
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        N["KnotForcingModelLoader"]().load("tiny.safetensors", "fp32", compile="reduce-overhead")
