@@ -88,8 +88,9 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
 
 def _add_job_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output and run")
-    g.add_argument("--save-every", type=int, default=1, metavar="N",
-                   help="save the resume state every N chunks (default 1; the state is also saved when stopped)")
+    g.add_argument("--save-every", type=int, default=None, metavar="N",
+                   help="save the resume state every N chunks (default: every 60 s, since a full-size state is "
+                        "gigabytes; it is also saved when stopped)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output (and its resume state)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted render of the same job")
     g.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors import safe_open
-from test_render import FRAMES, decoded, job, one_thread, write_tiny_files  # noqa: F401 - autouse fixture
+from test_render import FRAMES, decoded, frames_in_state, job, one_thread, write_tiny_files  # noqa: F401
 
 from knot_core.cli import main
 from knot_core.render import render, state_path
@@ -33,16 +32,10 @@ def flags(files, out: Path, *extra: str) -> list[str]:
             str(files["vae"]), "--out", str(out), "--crf", "0", "-q", *extra]
 
 
-def frames_in_state(path: Path) -> int:
-    import json
-
-    with safe_open(str(path), "pt") as f:
-        return json.loads(f.metadata()["render"])["frames_written"]
-
-
 def test_sigint_finishes_the_chunk_and_resume_completes(files, tmp_path):
     out = tmp_path / "int.mp4"
-    child = subprocess.Popen([sys.executable, "-m", "knot_core", *flags(files, out, "--frames", str(FRAMES))],
+    child = subprocess.Popen([sys.executable, "-m", "knot_core", *flags(files, out, "--frames", str(FRAMES),
+                                                                        "--save-every", "1")],
                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not state_path(out).is_file() and child.poll() is None and time.monotonic() < deadline:

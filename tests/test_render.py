@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from knot_core.config import PRESETS, StreamConfig
@@ -21,6 +22,13 @@ from knot_core.video_reader import count_frames, probe, read_frames
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 FRAMES = 57  # 9 + 4 chunks of 12 (chunk_len 3)
+
+
+def frames_in_state(path: Path) -> int:
+    import json
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["render"])["frames_written"]
 
 
 def write_tiny_files(folder: Path) -> dict[str, Path]:
@@ -189,3 +197,18 @@ def test_iter_frames_yields_the_frames_render_writes(files, tmp_path):
     assert [f.shape for f in streamed] == [(9, 32, 32, 3), (12, 32, 32, 3)]
     assert all(torch.equal(a, b) for a, b in zip(streamed, written, strict=True))
     assert not (tmp_path / "unused.mp4").exists()
+
+
+def test_default_saves_the_resume_state_by_time_not_per_chunk(files, tmp_path, monkeypatch):
+    import knot_core.render as render_module
+
+    out, present = tmp_path / "timed.mp4", []
+    render(job(files, out), on_chunk=lambda p: present.append(state_path(out).exists()),
+           should_stop=lambda: len(present) == 3)
+    assert present == [False, False, False]  # 3 chunks in far less than 60 s: no per-chunk state of gigabytes
+    assert frames_in_state(state_path(out)) == count_frames(out) == 33  # ... and stopping still saved it
+    monkeypatch.setattr(render_module, "SAVE_INTERVAL_S", 0.0)
+    out, present = tmp_path / "timed0.mp4", []
+    render(job(files, out), on_chunk=lambda p: present.append(state_path(out).exists()),
+           should_stop=lambda: len(present) == 2)
+    assert present == [True, True]
