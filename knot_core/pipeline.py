@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .background_writer import BackgroundWriter
 from .config import StreamConfig
 from .dit import KnotDiT
 from .image import FitMode, prepare_reference
@@ -126,19 +127,21 @@ def render_to_file(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, vae:
     state = start_stream(model, cfg, inputs, seed=seed)
     decoder = vae.streaming_decoder()
     started = time.perf_counter()
-    with VideoWriter(out_path, fps, audio=audio, sample_rate=sample_rate, overwrite=overwrite) as writer:
+    video = VideoWriter(out_path, fps, audio=audio, sample_rate=sample_rate, overwrite=overwrite)
+    with BackgroundWriter(video) as writer:
         chunks, interrupted = write_stream(frame_stream(model, cfg, inputs, state, decoder, num_frames=num_frames),
                                            writer, num_frames=num_frames, should_stop=should_stop, on_chunk=on_chunk)
-        frames = writer.frames_written
+    frames = video.frames_written
     return RenderResult(Path(out_path), frames, chunks, time.perf_counter() - started, interrupted)
 
 
-def write_stream(pieces: Iterable[FrameChunk], writer: VideoWriter, *, num_frames: int,
+def write_stream(pieces: Iterable[FrameChunk], writer: BackgroundWriter, *, num_frames: int,
                  should_stop: Callable[[], bool] | None = None,
                  on_chunk: Callable[[FrameChunk], None] | None = None) -> tuple[int, bool]:
-    """Write chunks to an open writer (each durable before on_chunk runs); returns (chunks, interrupted).
+    """Hand chunks to an open writer, on_chunk after each; returns (chunks, interrupted).
 
-    should_stop is polled after each chunk's on_chunk; the writer is left open for the caller to close.
+    Encoding overlaps the next chunk's generation: a chunk is durable once `writer.flush()` or
+    `close()` returns. should_stop is polled after each on_chunk; the caller closes the writer.
     """
     chunks = 0
     for piece in pieces:
@@ -146,8 +149,8 @@ def write_stream(pieces: Iterable[FrameChunk], writer: VideoWriter, *, num_frame
         chunks += 1
         if on_chunk is not None:
             on_chunk(piece)
-        if should_stop is not None and should_stop() and writer.frames_written < num_frames:
+        if should_stop is not None and should_stop() and writer.frames_submitted < num_frames:
             log.info("render stopped after %d chunks (%d frames); the file holds them", chunks,
-                     writer.frames_written)
+                     writer.frames_submitted)
             return chunks, True
     return chunks, False

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .background_writer import BackgroundWriter
 from .compilation import COMPILE_MODES
 from .config import StreamConfig
 from .errors import ConfigError, InputError
@@ -201,31 +202,35 @@ def render(job: RenderJob, *, progress: bool = False, should_stop: Callable[[], 
     state_file = state_path(job.out)
     if not job.resume:
         state_file.unlink(missing_ok=True)  # a state from an earlier render of this name no longer applies
-    writer, state, decoder = session.begin(state_file)
-    done_before = writer.frames_written
+    video, state, decoder = session.begin(state_file)
+    done_before = video.frames_written
     bar = _progress_bar(progress, session.num_frames, done_before, job.name)
-    saved_at, saved_time = [writer.frames_written], [time.perf_counter()]
+    saved_at, saved_time = [video.frames_written], [time.perf_counter()]
+
+    def save() -> None:
+        writer.flush()  # the state must describe exactly the frames in the file
+        session.save(state_file, state, decoder, video.frames_written)
+        saved_at[0], saved_time[0] = video.frames_written, time.perf_counter()
 
     def after_chunk(piece: FrameChunk) -> None:
         bar.update(piece.frames.shape[0])
         chunks_done = state.chunk_index - session.start_chunk
         due = (chunks_done % job.save_every == 0 if job.save_every
                else time.perf_counter() - saved_time[0] >= SAVE_INTERVAL_S)
-        if due and writer.frames_written < session.num_frames:
-            session.save(state_file, state, decoder, writer.frames_written)
-            saved_at[0], saved_time[0] = writer.frames_written, time.perf_counter()
+        if due and writer.frames_submitted < session.num_frames:
+            save()
         if on_chunk is not None:
             on_chunk(piece)
 
     try:
-        with writer:
+        with BackgroundWriter(video) as writer:
             pieces = frame_stream(session.model, session.cfg, session.inputs, state, decoder,
                                   num_frames=session.num_frames)
             chunks, interrupted = write_stream(pieces, writer, num_frames=session.num_frames,
                                                should_stop=should_stop, on_chunk=after_chunk)
-            if interrupted and saved_at[0] != writer.frames_written:
-                session.save(state_file, state, decoder, writer.frames_written)
-            frames = writer.frames_written
+            if interrupted and saved_at[0] != writer.frames_submitted:
+                save()
+        frames = video.frames_written
     finally:
         bar.close()
     if not interrupted:
