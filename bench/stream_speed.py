@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import statistics
 import sys
@@ -61,7 +62,8 @@ def device_name(device: torch.device) -> str:
 
 
 def p95(xs: list[float]) -> float:
-    return sorted(xs)[int(0.95 * (len(xs) - 1))]
+    """Nearest-rank 95th percentile (the largest of fewer than 20 values)."""
+    return sorted(xs)[math.ceil(0.95 * len(xs)) - 1]
 
 
 def sync(device: torch.device) -> None:
