@@ -14,7 +14,7 @@
 # or timed-out step is noted and the rest go on. Marks of --minutes are printed as reached, so a run
 # stopped by its limit still reports the ones it got. $OUT gets env.txt, session.log (everything
 # printed) and one JSON per step: the device returns at most 8 files. Tables are printed last.
-# CPU smoke test of the plumbing: MODEL="--preset tiny --device cpu" CHUNKS=4 OUT=/tmp/gs bash bench/gpu_session.sh
+# CPU smoke test of the plumbing: MODEL="--preset tiny --device cpu" CHUNKS=6 OUT=/tmp/gs bash bench/gpu_session.sh
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/knot_bench}
@@ -22,6 +22,7 @@ PY=${PY:-python3}
 BUDGET_S=${BUDGET_S:-570}  # leaves ~30 s of the 600 s command limit for the summary
 MODEL=${MODEL:---preset wan2.1-t2v-1.3b --device cuda --dtype bf16 --vae full}
 CHUNKS=${CHUNKS:-40}
+WARMUP=${WARMUP:-4}  # compilation, and the window filling up (self_forcing: 9 frames = 3 chunks)
 START=$(date +%s)
 LOG=$OUT/session.log
 export PYTHONUNBUFFERED=1
@@ -35,9 +36,9 @@ step() {  # step NAME MAX_S ARGS...: one bench run, bounded by MAX_S and by what
   left=$((BUDGET_S - ($(date +%s) - START)))
   limit=$((max < left ? max : left))
   if ((limit < 30)); then note "$name: skipped, ${left}s of the budget left"; return; fi
-  note "$name (limit ${limit}s): $MODEL $*"
+  note "$name (limit ${limit}s): $MODEL --warmup $WARMUP $*"
   # shellcheck disable=SC2086  # MODEL is a list of flags
-  timeout "$limit" "$PY" bench/stream_speed.py $MODEL "$@" --json "$OUT/$name.json" 2>&1 | tee -a "$LOG"
+  timeout "$limit" "$PY" bench/stream_speed.py $MODEL --warmup "$WARMUP" "$@" --json "$OUT/$name.json" 2>&1 | tee -a "$LOG"
   rc=${PIPESTATUS[0]}
   ((rc == 0)) || note "$name: FAILED rc=$rc (124 = hit its time limit); going on"
 }

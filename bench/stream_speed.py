@@ -184,7 +184,9 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=64)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--chunks", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=2, help="first chunks left out of the steady-state figures")
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="first chunks left out of the steady-state figures; to match the steady-state FLOPs, cover "
+                         "compilation and the window filling up (ceil(window_len / chunk_len) chunks)")
     ap.add_argument("--minutes", type=float, nargs="*", default=[], help="also report memory after these minutes")
     ap.add_argument("--fps", type=float, default=16.0, help="video fps used to turn --minutes into chunks")
     ap.add_argument("--peak-tflops", type=float,
