@@ -173,6 +173,7 @@ def check() -> bool:
         dit = dataclasses.replace(PRESETS[preset], num_layers=1)
         for strategy in STRATEGIES:
             stream = StreamConfig.for_strategy(strategy)
+            # 6 warm chunks fill every strategy's window (longlive: 3 sink frames + 9 after them = 4 chunks)
             want, got = chunk_flops(dit, stream, hw).total, measured_chunk_flops(dit, stream, hw, warm_chunks=6)
             ok &= want == got
             verdict = "ok" if want == got else f"DIFF {got - want:+,}"
