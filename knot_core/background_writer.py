@@ -29,7 +29,8 @@ class BackgroundWriter:
     def __init__(self, writer: VideoWriter, depth: int = 1):
         self.writer = writer
         self._queue: queue.Queue[Tensor | None] = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None  # the encoder's first failure; it stays failed
+        self._reported = False
         self._submitted = writer.frames_written
         self._thread = threading.Thread(target=self._encode_loop, name="knot-forcing-encoder", daemon=True)
         self._thread.start()
@@ -40,7 +41,7 @@ class BackgroundWriter:
             try:
                 if frames is None:
                     return
-                if self._error is None:  # after a failure the rest is dropped; the error says what the file holds
+                if self._error is None:  # after a failure the rest is dropped: the error says what the file holds
                     self.writer.write(frames)
             except BaseException as exc:  # handed to the producing thread, raised there
                 self._error = exc
@@ -57,7 +58,7 @@ class BackgroundWriter:
 
     def write(self, frames: Tensor) -> None:
         """Hand one chunk [T, H, W, 3] to the encoder; blocks while `depth` chunks are waiting."""
-        self._raise_error()
+        self._raise_error(always=True)
         if not self._thread.is_alive():
             raise RuntimeError("BackgroundWriter is closed; open a new writer to write more")
         self._queue.put(frames)
@@ -66,7 +67,7 @@ class BackgroundWriter:
     def flush(self) -> None:
         """Wait until every chunk handed over is durable in the file."""
         self._queue.join()
-        self._raise_error()
+        self._raise_error(always=True)
 
     def close(self) -> None:
         """Write what is queued, stop the worker, close the file. Idempotent."""
@@ -76,10 +77,11 @@ class BackgroundWriter:
         self.writer.close()
         self._raise_error()
 
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+    def _raise_error(self, always: bool = False) -> None:
+        """Writes after a failure raise it again; close raises it only if nobody has seen it."""
+        if self._error is not None and (always or not self._reported):
+            self._reported = True
+            raise self._error
 
     def __enter__(self) -> BackgroundWriter:
         return self
