@@ -174,16 +174,16 @@ class KnotDiT(nn.Module):
     def compile_blocks(self, mode: str = "default", backend: str = "inductor") -> None:
         """torch.compile every block's two dense halves (norms, modulation, projections, RoPE,
         cross-attention, FFN: fused kernels). Cache I/O and self-attention stay eager between
-        them, so nothing guards on cache cursors: the steady state never recompiles, and a
-        forward of a new frame count (reference pass, commit pass) compiles once. All blocks
-        share one compiled graph per shape. mode: torch.compile's ("reduce-overhead" adds
-        CUDA graphs); it applies to the inductor backend only.
+        them, so nothing guards on cache cursors: the steady state never recompiles. All blocks
+        share the compiled graphs. Shapes start static and turn symbolic once a second token
+        count is seen (torch's automatic dynamic shapes), so new frame counts and resolutions
+        stop compiling after a few graphs instead of exhausting dynamo's cache and silently
+        running eager. mode: torch.compile's ("reduce-overhead" adds CUDA graphs); inductor only.
         """
         options = {"mode": mode} if backend == "inductor" else {}
         for block in self.blocks:
-            block.attention_inputs = torch.compile(block.attention_inputs, backend=backend, dynamic=False, **options)
-            block.attention_output = torch.compile(block.attention_output, backend=backend, dynamic=False,
-                                                   **options)
+            block.attention_inputs = torch.compile(block.attention_inputs, backend=backend, **options)
+            block.attention_output = torch.compile(block.attention_output, backend=backend, **options)
 
     @property
     def dtype(self) -> torch.dtype:

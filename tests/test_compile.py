@@ -13,6 +13,13 @@ from knot_core.dit import KnotDiT
 from knot_core.stream import StreamInputs, generate, start_stream
 
 
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()  # compiled code and shape history are global per code object: start each test clean
+    yield
+    torch._dynamo.reset()
+
+
 def _model(layers=2):
     torch.manual_seed(0)
     return KnotDiT(dataclasses.replace(PRESETS["tiny-noise-ref-mask"], num_layers=layers)).eval()
@@ -39,11 +46,32 @@ def test_steady_state_never_recompiles_and_blocks_share_graphs(strategy):
     model.compile_blocks(backend=counting_backend)
     stream = generate(model, cfg, inputs, start_stream(model, cfg, inputs, 3))
     counts = [len(graphs) for _ in range(10) if next(stream) is not None]
-    # one graph per half and forward length: knot 1 (reference), 4 (c + k), 3 (commit); self_forcing 3 only
+    # per half: knot's 1-frame reference pass, its 4-frame passes, then a symbolic graph for any length;
+    # self_forcing's 3-frame passes only
     expected = 6 if strategy == "knot" else 2
     assert counts == [expected] * 10
     _stream(model, cfg, inputs, 3)  # a new stream (new caches, new RoPE tables) on the same model
     assert len(graphs) == expected
+
+
+def test_new_resolutions_stop_compiling_before_dynamo_gives_up():
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    model, cfg = _model(), StreamConfig()
+    model.compile_blocks(backend=counting_backend)
+    counts = []
+    for size in [(8, 8), (8, 12), (16, 8), (12, 12), (4, 20)]:
+        inputs = StreamInputs(size, reference=torch.randn(1, 16, 1, *size))
+        _stream(model, cfg, inputs, 3)
+        counts.append(len(graphs))
+    assert counts[1:] == [counts[1]] * 4  # from the second size on, the symbolic graphs serve every size
+    limit = torch._dynamo.config.recompile_limit if hasattr(torch._dynamo.config, "recompile_limit") \
+        else torch._dynamo.config.cache_size_limit
+    assert counts[-1] / 2 < limit  # per function: below the limit at which dynamo falls back to eager
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("cc") is None,
