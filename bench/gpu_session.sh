@@ -3,7 +3,8 @@
 # the repo copied in, python3 = the image's torch). Each call of the device tool runs <= 10 min, so:
 #
 #   bash bench/gpu_session.sh              # call 1: env + GEMM ceiling, eager 480x832 knot+self_forcing,
-#                                          #   the same compiled, knot memory after 1 min, 512x512
+#                                          #   the same compiled, knot memory after 1 min, 512x512,
+#                                          #   then CUDA graphs (--compile reduce-overhead) if time is left
 #   bash bench/gpu_session.sh minutes10    # call 2 (optional): knot memory after 1/2/5/10 min of video
 #
 # Estimate (bench/flops.py): a knot chunk at 480x832 is 169 TFLOP of DiT + ~40 TFLOP of VAE decode
@@ -82,6 +83,7 @@ else
   step compile_480x832 300 --strategy knot self_forcing --height 480 --width 832 --chunks "$CHUNKS" --compile default
   step minutes_1 150 --strategy knot --height 480 --width 832 --minutes 1
   step eager_512x512 120 --strategy knot self_forcing --height 512 --width 512 --chunks "$CHUNKS"
+  step cudagraphs_480x832 200 --strategy knot --height 480 --width 832 --chunks 12 --compile reduce-overhead
 fi
 note "done in $(($(date +%s) - START)) s"
 summary

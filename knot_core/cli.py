@@ -128,8 +128,7 @@ def add_render(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--dtype", choices=DTYPE_CHOICES, help="default bf16 on CUDA, fp32 on the CPU")
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     g.add_argument("--compile", choices=COMPILE_MODES, default="none",
-                   help="torch.compile the DiT blocks (faster chunks after a compile of the first ones; "
-                        "reduce-overhead adds CUDA graphs)")
+                   help="torch.compile the DiT blocks (faster chunks after a compile of the first ones)")
     _add_job_options(p)
     _add_stream_options(p)
 

@@ -3,7 +3,7 @@
 `KnotDiT.compile_blocks` does the compiling; this module names the modes users can pick
 (CLI `--compile`, job key `compile`, the loader node's `compile` widget) and turns what
 inductor would otherwise fail on deep inside the first forward (no C++ compiler on the
-CPU, no Triton on a GPU, CUDA graphs without CUDA) into one message with the fix.
+CPU, no Triton on a GPU) into one message with the fix.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMPILE_MODES = ("none", "default", "max-autotune", "reduce-overhead")
+# reduce-overhead (CUDA graphs) is left out until it has run on a GPU: `bench/stream_speed.py --compile
+# reduce-overhead` tries it.
+COMPILE_MODES = ("none", "default", "max-autotune")
 
 
 def check_compile(mode: str, device: torch.device | str) -> None:
@@ -33,9 +35,6 @@ def check_compile(mode: str, device: torch.device | str) -> None:
         return
     kind = torch.device(device).type
     if kind == "cpu":
-        if mode == "reduce-overhead":
-            raise ConfigError("compile='reduce-overhead' adds CUDA graphs and needs a CUDA device; on the CPU use "
-                              "compile='default'")
         compilers = [os.environ.get("CXX", ""), "g++", "clang++", "c++"]
         if not any(c and shutil.which(c) for c in compilers):
             raise MissingDependencyError("compile on the CPU needs a C++ compiler (g++ or clang++) on PATH; install "

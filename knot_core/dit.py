@@ -178,12 +178,15 @@ class KnotDiT(nn.Module):
         share the compiled graphs. Shapes start static and turn symbolic once a second token
         count is seen (torch's automatic dynamic shapes), so new frame counts and resolutions
         stop compiling after a few graphs instead of exhausting dynamo's cache and silently
-        running eager. mode: torch.compile's ("reduce-overhead" adds CUDA graphs); inductor only.
+        running eager. mode: torch.compile's, inductor only. "reduce-overhead" (CUDA graphs) is
+        not yet run on a GPU: a graph's outputs are reused by its next replay, so the residual
+        stream, which outlives the next block's first half, is cloned.
         """
         options = {"mode": mode} if backend == "inductor" else {}
         for block in self.blocks:
             block.attention_inputs = torch.compile(block.attention_inputs, backend=backend, **options)
-            block.attention_output = torch.compile(block.attention_output, backend=backend, **options)
+            output = torch.compile(block.attention_output, backend=backend, **options)
+            block.attention_output = (lambda *a, f=output: f(*a).clone()) if mode == "reduce-overhead" else output
 
     @property
     def dtype(self) -> torch.dtype:

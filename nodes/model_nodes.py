@@ -52,7 +52,7 @@ class KnotForcingModelLoader:
         }, "optional": {
             "compile": (list(COMPILE_MODES), {"default": "none", "tooltip": (
                 "torch.compile the DiT blocks: faster chunks once the first ones have compiled (a minute or "
-                "so). reduce-overhead adds CUDA graphs. Needs Triton on a GPU, a C++ compiler on the CPU.")}),
+                "so). Needs Triton on a GPU, a C++ compiler on the CPU.")}),
         }}
 
     def load(self, model_name: str, dtype: str, compile: str = "none"):

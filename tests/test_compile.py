@@ -91,10 +91,10 @@ def test_compile_settings_are_checked_before_any_work(monkeypatch, tmp_path):
     from knot_core.errors import ConfigError, MissingDependencyError
     from knot_core.render import RenderJob
 
-    with pytest.raises(ConfigError, match=r"compile='fast'; allowed: none, default, max-autotune, reduce-overhead"):
+    with pytest.raises(ConfigError, match=r"compile='fast'; allowed: none, default, max-autotune$"):
         RenderJob(reference="a.png", model="m.safetensors", vae="v.safetensors", out="o.mp4", compile="fast")
-    with pytest.raises(ConfigError, match="needs a CUDA device; on the CPU use compile='default'"):
-        check_compile("reduce-overhead", "cpu")
+    with pytest.raises(ConfigError, match="allowed: none, default, max-autotune"):
+        check_compile("reduce-overhead", "cpu")  # CUDA graphs: not offered until they have run on a GPU
     check_compile("none", "cpu")
     monkeypatch.setenv("PATH", str(tmp_path))  # no compiler to be found
     monkeypatch.delenv("CXX", raising=False)
