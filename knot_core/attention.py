@@ -14,6 +14,7 @@ rotation, concatenation or gather, and fixed addresses (what CUDA graphs need).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -136,18 +137,16 @@ class CacheView:
     """
 
     def __init__(self, window: KVCache, anchor: AnchorCache | None, anchor_position: int | None, base: int,
-                 rows: int, cols: int, cfg, workspace: ChunkWorkspace, sink_frames: int = 0,
+                 rope: Callable[[tuple[int, ...]], RopeTable], workspace: ChunkWorkspace, sink_frames: int = 0,
                  commit_frames: list[int] | None = None):
-        device = window.k.device
+        """rope(positions) -> the RopeTable of frames at those positions (relative to base)."""
         self.window, self.anchor, self.commit_frames = window, anchor, commit_frames
         self.workspace, self.sink_frames = workspace, sink_frames
         self.slots = window.visible_slots(min_frame=sink_frames)
-        window_pos = torch.tensor([window.slot_frame[s] - base for s in self.slots], dtype=torch.float64)
-        self.window_rope = RopeTable(cfg, window_pos, rows, cols, device=device)
+        self.window_rope = rope(tuple(window.slot_frame[s] - base for s in self.slots))
         self.anchor_rope = None
         if anchor is not None and anchor.filled and anchor_position is not None:
-            anchor_pos = torch.arange(anchor.filled, dtype=torch.float64) + (anchor_position - base)
-            self.anchor_rope = RopeTable(cfg, anchor_pos, rows, cols, device=device)
+            self.anchor_rope = rope(tuple(range(anchor_position - base, anchor_position - base + anchor.filled)))
         self.anchor_tokens = self.anchor_rope.num_tokens if self.anchor_rope is not None else 0
         self.context_tokens = self.anchor_tokens + self.window_rope.num_tokens
         self.filled_layers = [False] * workspace.k.shape[0]  # shared with `committing` views: same context

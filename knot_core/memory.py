@@ -17,6 +17,8 @@ from .dit import KnotDiT
 from .driving import DrivingTokens
 from .rope import RopeTable
 
+ROPE_TABLES = 16  # RoPE tables kept per stream (a steady knot stream uses about 5)
+
 
 class CachedMemory:
     def __init__(self, model: KnotDiT, cfg: StreamConfig, text_kv: list[tuple[Tensor, Tensor]],
@@ -32,7 +34,8 @@ class CachedMemory:
         self.workspace = ChunkWorkspace(frames=anchor_frames + cfg.window_len + cfg.max_forward_frames, **dims)
         self._view_key: tuple[int, int | None] | None = None
         self._view: CacheView | None = None
-        self._own_rope: dict[int, RopeTable] = {}  # positions are chunk-relative: one table per length, per run
+        # positions are chunk-relative, so a steady stream needs the same few tables every chunk
+        self._ropes: dict[tuple[int, ...], RopeTable] = {}
 
     def anchor_reference(self, x_in: Tensor, t: Tensor) -> None:
         """Clean pass of the reference frame alone; its un-rotated K/V become the anchor."""
@@ -55,20 +58,26 @@ class CachedMemory:
         self._view_key = self._view = None  # the window changed
 
     def _forward(self, x_in: Tensor, t: Tensor, view: CacheView, driving: DrivingTokens | None) -> Tensor:
-        frames = x_in.shape[2]
-        if frames not in self._own_rope:
-            positions = torch.arange(frames, dtype=torch.float64)  # relative to first_frame
-            self._own_rope[frames] = RopeTable(self.model.cfg, positions, self.rows, self.cols, device=x_in.device)
-        return self.model(x_in, t, frame_positions=self._own_rope[frames], text_kv=self.text_kv, context=view,
-                          driving=driving)
+        own = self._rope(tuple(range(x_in.shape[2])))  # relative to first_frame
+        return self.model(x_in, t, frame_positions=own, text_kv=self.text_kv, context=view, driving=driving)
+
+    def _rope(self, positions: tuple[int, ...]) -> RopeTable:
+        table = self._ropes.get(positions)
+        if table is None:
+            if len(self._ropes) >= ROPE_TABLES:  # warm-up and odd settings: stay bounded
+                self._ropes.clear()
+            table = RopeTable(self.model.cfg, torch.tensor(positions, dtype=torch.float64), self.rows, self.cols,
+                              device=self.model.patch_embedding.weight.device)
+            self._ropes[positions] = table
+        return table
 
     def _context(self, first_frame: int, anchor_position: int | None) -> CacheView:
         # one view (and one set of RoPE tables) per chunk, shared by all its denoising steps
         key = (first_frame, anchor_position)
         if self._view_key != key:
             sink = 0 if self.cfg.uses_reference_anchor else self.cfg.sink_len
-            self._view = CacheView(self.window, self.anchor, anchor_position, first_frame, self.rows, self.cols,
-                                   self.model.cfg, self.workspace, sink_frames=sink)
+            self._view = CacheView(self.window, self.anchor, anchor_position, first_frame, self._rope, self.workspace,
+                                   sink_frames=sink)
             self._view_key = key
         return self._view
 

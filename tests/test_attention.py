@@ -105,7 +105,8 @@ def test_chunk_workspace_holds_rotated_context_then_own_keys_contiguously():
     anchor.mark_filled(1)
     ws = ChunkWorkspace(num_layers=2, frames=1 + 4 + 2, tokens_per_frame=3, batch=1, heads=2, head_dim=8,
                         dtype=torch.float32, device="cpu")
-    view = CacheView(window, anchor, anchor_position=20, base=14, rows=1, cols=3, cfg=cfg, workspace=ws)
+    view = CacheView(window, anchor, anchor_position=20, base=14, workspace=ws,
+                     rope=lambda positions: RopeTable(cfg, torch.tensor(positions, dtype=torch.float64), 1, 3))
     own_k, own_v = torch.randn(1, 6, 2, 8), torch.randn(1, 6, 2, 8)
     k, v = view.keys_values(1, own_k, own_v)
     slots = window.visible_slots()

@@ -1,4 +1,4 @@
-"""2,000 chunks: memory flat after warm-up, caches never reallocated, reference index bounded."""
+"""2,000 chunks: memory flat after warm-up, caches never reallocated, RoPE tables reused, reference index bounded."""
 
 import itertools
 import os
@@ -22,13 +22,19 @@ def test_two_thousand_chunks_flat_memory_bounded_positions():
     inp = StreamInputs((4, 4), reference=torch.randn(1, 16, 1, 4, 4))
     state = start_stream(model, cfg, inp, seed=0)
     window_ptr = state.memory.window.k.data_ptr()
-    rss, gaps = {}, set()
+    workspace_ptr = state.memory.workspace.k.data_ptr()
+    rss, gaps, ropes = {}, set(), {}
     for chunk in itertools.islice(generate(model, cfg, inp, state), 2000):
         gaps.add(chunk.status.ref_index - chunk.status.first_frame)
         if chunk.status.chunk_index in (199, 1999):
             rss[chunk.status.chunk_index] = _rss_bytes()
+            ropes[chunk.status.chunk_index] = dict(state.memory._ropes)
     assert chunk.status.first_frame == 1999 * 3
     assert state.memory.window.k.data_ptr() == window_ptr
+    assert state.memory.workspace.k.data_ptr() == workspace_ptr
+    # chunk-relative positions: the same few RoPE tables (the same objects) serve every steady chunk
+    assert len(ropes[1999]) <= 10 and ropes[1999].keys() == ropes[199].keys()
+    assert all(ropes[1999][key] is table for key, table in ropes[199].items())
     assert state.memory.window.valid == cfg.window_len + cfg.chunk_len
     assert max(gaps) <= cfg.ahead_init + cfg.ahead_step and min(gaps) > 0
     growth = rss[1999] - rss[199]
