@@ -79,6 +79,9 @@ if [[ "${1:-}" == minutes10 ]]; then
   step minutes_10 585 --strategy knot --height 480 --width 832 --minutes 1 2 5 10
 else
   environment 2>&1 | tee "$OUT/env.txt" | tee -a "$LOG"
+  note "correctness on the GPU: tests/test_gpu.py"
+  timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee -a "$LOG"
+  ((PIPESTATUS[0] == 0)) || note "GPU tests FAILED; going on"
   step eager_480x832 240 --strategy knot self_forcing --height 480 --width 832 --chunks "$CHUNKS"
   step compile_480x832 300 --strategy knot self_forcing --height 480 --width 832 --chunks "$CHUNKS" --compile default
   step minutes_1 150 --strategy knot --height 480 --width 832 --minutes 1
