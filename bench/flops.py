@@ -77,16 +77,6 @@ class CacheBytes:
         return self.window + self.anchor + self.workspace
 
 
-def anchor_frames(stream: StreamConfig) -> int:
-    """Anchor K/V frames, as `CachedMemory` sizes them: the reference frame, else the frame sink."""
-    return 1 if stream.uses_reference_anchor else stream.sink_len
-
-
-def max_forward_frames(stream: StreamConfig) -> int:
-    """Frames of the widest forward of a chunk: c + k, or every in-flight chunk for rolling_forcing."""
-    return stream.chunk_len * len(stream.steps) if stream.strategy == "rolling_forcing" else stream.span
-
-
 def forward_flops(dit: DiTConfig, label: str, frames: int, key_frames: int, tokens_per_frame: int,
                   batch: int = 1) -> ForwardFlops:
     d, layers = dit.dim, dit.num_layers
@@ -110,10 +100,10 @@ def forward_flops(dit: DiTConfig, label: str, frames: int, key_frames: int, toke
 def chunk_flops(dit: DiTConfig, stream: StreamConfig, latent_hw: tuple[int, int], batch: int = 1) -> ChunkFlops:
     """FLOPs of one chunk once the window is full (every chunk after the first few)."""
     tpf = dit.tokens_per_frame(*latent_hw)
-    context = stream.window_len + anchor_frames(stream)
+    context = stream.window_len + stream.anchor_frames
     c = stream.chunk_len
     if stream.strategy == "rolling_forcing":
-        joint = max_forward_frames(stream)
+        joint = stream.max_forward_frames
         denoise = [forward_flops(dit, "joint denoise", joint, joint + context, tpf, batch)]
     else:
         denoise = [forward_flops(dit, f"denoise step {j + 1}", stream.span, stream.span + context, tpf, batch)
@@ -127,15 +117,15 @@ def cache_bytes(dit: DiTConfig, stream: StreamConfig, latent_hw: tuple[int, int]
     """Sizes from the shapes (num_layers, B, frames*tokens_per_frame, heads, head_dim), K and V."""
     per_frame = 2 * dit.num_layers * batch * dit.tokens_per_frame(*latent_hw) * dit.num_heads * dit.head_dim \
         * dtype_bytes
-    anchor = anchor_frames(stream)
+    anchor = stream.anchor_frames
     return CacheBytes(window=(stream.window_len + stream.chunk_len) * per_frame, anchor=anchor * per_frame,
-                      workspace=(anchor + stream.window_len + max_forward_frames(stream)) * per_frame)
+                      workspace=(anchor + stream.window_len + stream.max_forward_frames) * per_frame)
 
 
 def describe(dit: DiTConfig, stream: StreamConfig, latent_hw: tuple[int, int], dtype_bytes: int = 2) -> str:
     flops, cache = chunk_flops(dit, stream, latent_hw), cache_bytes(dit, stream, latent_hw, dtype_bytes)
     lines = [f"{stream.strategy}: c={stream.chunk_len} k={stream.knot_len} window={stream.window_len} "
-             f"anchor={anchor_frames(stream)} steps={len(stream.steps)} "
+             f"anchor={stream.anchor_frames} steps={len(stream.steps)} "
              f"tokens/frame={dit.tokens_per_frame(*latent_hw)}"]
     lines += [f"  {f.label:<16}{f.frames:>3} frames, {f.key_frames:>3} key frames: {f.total / 1e12:7.2f} TFLOP "
               f"(attention {(f.self_attention + f.cross_attention) / f.total:.0%})" for f in flops.forwards]

@@ -187,6 +187,11 @@ class StreamConfig:
         return self.chunk_len * len(self.steps) if self.strategy == "rolling_forcing" else self.span
 
     @property
+    def anchor_frames(self) -> int:
+        """Frames of the anchor K/V: the reference frame (knot), else the frame sink (0 without one)."""
+        return 1 if self.uses_reference_anchor else self.sink_len
+
+    @property
     def uses_reference_anchor(self) -> bool:
         return self.strategy == "knot" and self.anchor
 

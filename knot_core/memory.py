@@ -29,9 +29,8 @@ class CachedMemory:
         dims = dict(num_layers=dcfg.num_layers, tokens_per_frame=self.rows * self.cols, batch=batch,
                     heads=dcfg.num_heads, head_dim=dcfg.head_dim, dtype=p.dtype, device=p.device)
         self.window = KVCache(window_len=cfg.window_len, spare=cfg.chunk_len, **dims)
-        anchor_frames = 1 if cfg.uses_reference_anchor else cfg.sink_len
-        self.anchor = AnchorCache(frames=anchor_frames, **dims) if anchor_frames else None
-        self.workspace = ChunkWorkspace(frames=anchor_frames + cfg.window_len + cfg.max_forward_frames, **dims)
+        self.anchor = AnchorCache(frames=cfg.anchor_frames, **dims) if cfg.anchor_frames else None
+        self.workspace = ChunkWorkspace(frames=cfg.anchor_frames + cfg.window_len + cfg.max_forward_frames, **dims)
         self._view_key: tuple[int, int | None] | None = None
         self._view: CacheView | None = None
         # positions are chunk-relative, so a steady stream needs the same few tables every chunk
