@@ -28,6 +28,14 @@ log = logging.getLogger(__name__)
 COMPILE_MODES = ("none", "default", "max-autotune")
 
 
+def find_cxx() -> str | None:
+    """The C++ compiler inductor would use on the CPU ($CXX, else g++, clang++, c++), or None."""
+    for name in (os.environ.get("CXX", ""), "g++", "clang++", "c++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
 def check_compile(mode: str, device: torch.device | str) -> None:
     if mode not in COMPILE_MODES:
         raise ConfigError(f"compile={mode!r}; allowed: {', '.join(COMPILE_MODES)}")
@@ -35,8 +43,7 @@ def check_compile(mode: str, device: torch.device | str) -> None:
         return
     kind = torch.device(device).type
     if kind == "cpu":
-        compilers = [os.environ.get("CXX", ""), "g++", "clang++", "c++"]
-        if not any(c and shutil.which(c) for c in compilers):
+        if find_cxx() is None:
             raise MissingDependencyError("compile on the CPU needs a C++ compiler (g++ or clang++) on PATH; install "
                                          "one (e.g. `apt install g++`) or use compile='none'")
     elif kind == "cuda" and importlib.util.find_spec("triton") is None:

@@ -3,11 +3,11 @@
 import dataclasses
 import importlib.util
 import itertools
-import shutil
 
 import pytest
 import torch
 
+from knot_core.compilation import find_cxx
 from knot_core.config import PRESETS, StreamConfig
 from knot_core.dit import KnotDiT
 from knot_core.stream import StreamInputs, generate, start_stream
@@ -74,8 +74,7 @@ def test_new_resolutions_stop_compiling_before_dynamo_gives_up():
     assert counts[-1] / 2 < limit  # per function: below the limit at which dynamo falls back to eager
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("cc") is None,
-                    reason="inductor needs a C++ compiler on CPU")
+@pytest.mark.skipif(find_cxx() is None, reason="inductor needs a C++ compiler on the CPU")
 def test_inductor_compiled_stream_equals_eager():
     model, cfg, inputs = _model(), StreamConfig(), _inputs()
     eager = _stream(model, cfg, inputs, 4)
