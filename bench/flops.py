@@ -66,15 +66,16 @@ class ChunkFlops:
 
 @dataclass(frozen=True)
 class CacheBytes:
-    """Bytes of the stream's K/V tensors (K and V, all layers)."""
+    """Bytes of the stream's K/V tensors (`knot_core.attention.StreamKV`, all layers): each holds
+    [anchor | window | own frames] = anchor_frames + window_len + max_forward_frames frames."""
 
-    window: int  # ring buffer: window_len + chunk_len (spare) frames
-    anchor: int  # reference frame (knot) or sink_len frames
-    workspace: int  # per-chunk rotated [anchor | visible window | own frames]
+    keys: int  # un-rotated K
+    rotated_keys: int  # K rotated to the current chunk's positions
+    values: int
 
     @property
     def total(self) -> int:
-        return self.window + self.anchor + self.workspace
+        return self.keys + self.rotated_keys + self.values
 
 
 def forward_flops(dit: DiTConfig, label: str, frames: int, key_frames: int, tokens_per_frame: int,
@@ -114,12 +115,11 @@ def chunk_flops(dit: DiTConfig, stream: StreamConfig, latent_hw: tuple[int, int]
 
 def cache_bytes(dit: DiTConfig, stream: StreamConfig, latent_hw: tuple[int, int], dtype_bytes: int = 2,
                 batch: int = 1) -> CacheBytes:
-    """Sizes from the shapes (num_layers, B, frames*tokens_per_frame, heads, head_dim), K and V."""
-    per_frame = 2 * dit.num_layers * batch * dit.tokens_per_frame(*latent_hw) * dit.num_heads * dit.head_dim \
+    """Sizes from the shapes (num_layers, B, frames*tokens_per_frame, heads, head_dim) of each tensor."""
+    frames = stream.anchor_frames + stream.window_len + stream.max_forward_frames
+    one = frames * dit.num_layers * batch * dit.tokens_per_frame(*latent_hw) * dit.num_heads * dit.head_dim \
         * dtype_bytes
-    anchor = stream.anchor_frames
-    return CacheBytes(window=(stream.window_len + stream.chunk_len) * per_frame, anchor=anchor * per_frame,
-                      workspace=(anchor + stream.window_len + stream.max_forward_frames) * per_frame)
+    return CacheBytes(keys=one, rotated_keys=one, values=one)
 
 
 def describe(dit: DiTConfig, stream: StreamConfig, latent_hw: tuple[int, int], dtype_bytes: int = 2) -> str:
@@ -130,8 +130,8 @@ def describe(dit: DiTConfig, stream: StreamConfig, latent_hw: tuple[int, int], d
     lines += [f"  {f.label:<16}{f.frames:>3} frames, {f.key_frames:>3} key frames: {f.total / 1e12:7.2f} TFLOP "
               f"(attention {(f.self_attention + f.cross_attention) / f.total:.0%})" for f in flops.forwards]
     lines.append(f"  chunk: {flops.total / 1e12:.1f} TFLOP per {4 * flops.output_frames} video frames; "
-                 f"cache MiB: window {cache.window / MIB:.0f}, anchor {cache.anchor / MIB:.0f}, "
-                 f"workspace {cache.workspace / MIB:.0f}, total {cache.total / MIB:.0f}")
+                 f"K/V MiB: keys {cache.keys / MIB:.0f}, rotated keys {cache.rotated_keys / MIB:.0f}, "
+                 f"values {cache.values / MIB:.0f}, total {cache.total / MIB:.0f}")
     return "\n".join(lines)
 
 

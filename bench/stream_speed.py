@@ -9,7 +9,7 @@ Per strategy: time to the first decoded frames, the warm-up chunks' time (--warm
 compilation lands here with --compile), per-chunk time p50/p95 over the chunks after them, split
 into DiT and VAE, steady-state latent and video frames per second (1 latent frame = 4 video
 frames), the DiT's FLOPs per chunk (bench/flops.py), achieved TFLOP/s over the DiT p50 and MFU
-against --peak-tflops, the K/V cache/workspace MiB from the shapes, and memory (CUDA max
+against --peak-tflops, the K/V MiB (keys, rotated keys, values) from the shapes, and memory (CUDA max
 allocated, or process RSS on CPU) after the warm-up chunks and after each requested number of
 minutes of video (--minutes; video at --fps). --layers builds the preset with fewer blocks of
 the real width (a CPU proxy for the full model). A table is printed last; --json writes every
@@ -145,8 +145,8 @@ def run(args, strategy: str) -> dict:
         "latent_fps": cfg.chunk_len / per_chunk, "video_fps": 4 * cfg.chunk_len / per_chunk,
         "dit_tflop_per_chunk": flops / 1e12, "dit_tflops": flops / 1e12 / dit_p50,
         "peak_tflops": peak, "mfu": None if peak is None else flops / 1e12 / dit_p50 / peak,
-        "cache_mib": {"window": cache.window / MIB, "anchor": cache.anchor / MIB,
-                      "workspace": cache.workspace / MIB, "total": cache.total / MIB},
+        "cache_mib": {"keys": cache.keys / MIB, "rotated_keys": cache.rotated_keys / MIB,
+                      "values": cache.values / MIB, "total": cache.total / MIB},
         "memory_mib": t["memory"], "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_rss",
     }
 

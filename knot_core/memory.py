@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .attention import AnchorCache, AnchorWriter, CacheView, ChunkWorkspace, KVCache
+from .attention import AnchorWriter, CacheView, StreamKV
 from .config import StreamConfig
 from .dit import KnotDiT
 from .driving import DrivingTokens
@@ -28,9 +28,9 @@ class CachedMemory:
         self.rows, self.cols = dcfg.grid(*latent_hw)
         dims = dict(num_layers=dcfg.num_layers, tokens_per_frame=self.rows * self.cols, batch=batch,
                     heads=dcfg.num_heads, head_dim=dcfg.head_dim, dtype=p.dtype, device=p.device)
-        self.window = KVCache(window_len=cfg.window_len, spare=cfg.chunk_len, **dims)
-        self.anchor = AnchorCache(frames=cfg.anchor_frames, **dims) if cfg.anchor_frames else None
-        self.workspace = ChunkWorkspace(frames=cfg.anchor_frames + cfg.window_len + cfg.max_forward_frames, **dims)
+        self.kv = StreamKV(anchor_frames=cfg.anchor_frames, window_len=cfg.window_len,
+                           forward_frames=cfg.max_forward_frames, **dims)
+        self.sink_len = 0 if cfg.uses_reference_anchor else cfg.sink_len
         self._view_key: tuple[int, int | None] | None = None
         self._view: CacheView | None = None
         # positions are chunk-relative, so a steady stream needs the same few tables every chunk
@@ -38,10 +38,10 @@ class CachedMemory:
 
     def anchor_reference(self, x_in: Tensor, t: Tensor) -> None:
         """Clean pass of the reference frame alone; its un-rotated K/V become the anchor."""
-        assert self.anchor is not None and x_in.shape[2] == 1
+        assert self.kv.anchor_frames == 1 and x_in.shape[2] == 1
         zero = torch.zeros(1, dtype=torch.float64)
-        self.model(x_in, t, frame_positions=zero, text_kv=self.text_kv, context=AnchorWriter(self.anchor))
-        self.anchor.mark_filled(1)
+        self.model(x_in, t, frame_positions=zero, text_kv=self.text_kv, context=AnchorWriter(self.kv))
+        self.kv.anchor_filled = 1
 
     def predict(self, x_in: Tensor, t: Tensor, first_frame: int, anchor_position: int | None,
                 driving: DrivingTokens | None) -> Tensor:
@@ -53,7 +53,7 @@ class CachedMemory:
         frames = list(range(first_frame, first_frame + x_in.shape[2]))
         view = self._context(first_frame, anchor_position).committing(frames)
         self._forward(x_in, t, view, driving)
-        view.finish_commit()
+        view.finish_commit(self.sink_len)
         self._view_key = self._view = None  # the window changed
 
     def _forward(self, x_in: Tensor, t: Tensor, view: CacheView, driving: DrivingTokens | None) -> Tensor:
@@ -74,28 +74,13 @@ class CachedMemory:
         # one view (and one set of RoPE tables) per chunk, shared by all its denoising steps
         key = (first_frame, anchor_position)
         if self._view_key != key:
-            sink = 0 if self.cfg.uses_reference_anchor else self.cfg.sink_len
-            self._view = CacheView(self.window, self.anchor, anchor_position, first_frame, self._rope, self.workspace,
-                                   sink_frames=sink)
+            self._view = CacheView(self.kv, anchor_position, first_frame, self._rope)
             self._view_key = key
         return self._view
 
     def state_tensors(self) -> dict[str, Tensor]:
-        out = {"window.k": self.window.k, "window.v": self.window.v,
-               "window.slot_frame": torch.tensor(self.window.slot_frame),
-               "window.cursor": torch.tensor([self.window.cursor, self.window.valid])}
-        if self.anchor is not None:
-            out.update({"anchor.k": self.anchor.k, "anchor.v": self.anchor.v,
-                        "anchor.filled": torch.tensor([self.anchor.filled])})
-        return out
+        return self.kv.state_tensors()
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
-        self.window.k.copy_(tensors["window.k"])
-        self.window.v.copy_(tensors["window.v"])
-        self.window.slot_frame = [int(x) for x in tensors["window.slot_frame"]]
-        self.window.cursor, self.window.valid = (int(x) for x in tensors["window.cursor"])
-        if self.anchor is not None:
-            self.anchor.k.copy_(tensors["anchor.k"])
-            self.anchor.v.copy_(tensors["anchor.v"])
-            self.anchor.filled = int(tensors["anchor.filled"][0])
+        self.kv.load_state_tensors(tensors)
         self._view_key = self._view = None

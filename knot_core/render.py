@@ -8,7 +8,7 @@ knot, noise generator), the VAE decoder's causal cache and the frames written go
 `OUT.state.safetensors` beside the output; `resume=True` cuts the MP4 back to those frames and goes on,
 giving the same frames as an uninterrupted render. The state file is removed when the job completes.
 By default the state is saved every SAVE_INTERVAL_S seconds of rendering rather than every chunk: at
-full size it holds gigabytes of caches (1.3B at 480x832 in bf16: about 4.7 GB), which written per chunk
+full size it holds gigabytes of caches (1.3B at 480x832 in bf16: about 3.8 GB), which written per chunk
 would cost more time than the chunk itself.
 """
 
@@ -33,7 +33,7 @@ from .pipeline import FrameChunk, RenderResult, frame_stream, write_stream
 log = logging.getLogger(__name__)
 
 STATE_SUFFIX = ".state.safetensors"
-RESUME_FORMAT = "knot_forcing.render_resume.v1"
+RESUME_FORMAT = "knot_forcing.render_resume.v2"  # v2: StreamKV layout
 DTYPE_NAMES = ("bf16", "fp16", "fp32")
 STREAM_FIELDS = tuple(f.name for f in dataclasses.fields(StreamConfig))
 PATH_FIELDS = ("reference", "model", "vae", "out", "audio", "pose", "expression", "text", "wav2vec")

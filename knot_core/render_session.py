@@ -89,7 +89,8 @@ class RenderSession:
         from .render import RESUME_FORMAT
 
         if not isinstance(render, dict) or render.get("format") != RESUME_FORMAT:
-            raise InputError(f"{str(state_file)!r} is not a render resume state; render again with --overwrite")
+            raise InputError(f"{str(state_file)!r} is not a resume state of this version; render again with "
+                             "--overwrite")
         saved = render["job"]
         if saved != self.fingerprint:
             diff = {k: (saved.get(k), v) for k, v in self.fingerprint.items() if saved.get(k) != v}

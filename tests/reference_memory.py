@@ -5,7 +5,7 @@ transitively (the reference or sink copies at the positions they had, the commit
 in the window, their own contexts...), with absolute positions and an explicit attention
 mask, and runs the DiT once over it. The visibility rules are restated here from the method
 (window = committed frames in [max(i - L, sink), i), anchor at n or the sink before the
-window), independently of the ring buffer, the anchor cache and rotate-at-read.
+window), independently of StreamKV's layout, its sliding window and rotate-at-read.
 """
 
 from __future__ import annotations

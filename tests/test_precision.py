@@ -35,7 +35,7 @@ def committed(model: KnotDiT, cfg: StreamConfig) -> tuple[list[torch.Tensor], to
     inputs = StreamInputs((8, 8), reference=torch.randn(1, 16, 1, 8, 8, generator=g))
     state = start_stream(model, cfg, inputs, seed=3)
     latents = [chunk.latents.float() for chunk in itertools.islice(generate(model, cfg, inputs, state), CHUNKS)]
-    return latents, state.memory.window.k.dtype
+    return latents, state.memory.kv.k.dtype
 
 
 def relative_errors(model: KnotDiT, reference: list[torch.Tensor],

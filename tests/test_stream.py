@@ -77,7 +77,7 @@ def test_knot_is_never_output_and_k0_is_plain_causal_chunking():
         assert torch.equal(x.latents, y.latents)
     with_knot, state = chunks(model, StreamConfig(), inp, 3)
     assert all(ch.latents.shape[2] == 3 for ch in with_knot) and state.knot.shape[2] == 1
-    assert state.memory.window.valid == 3 * 3  # only committed frames were cached
+    assert state.memory.kv.window_frames == list(range(3, 9))  # the newest 6 committed frames; never the knot
 
 
 def test_same_seed_same_bits_other_seed_differs():

@@ -21,8 +21,7 @@ def test_two_thousand_chunks_flat_memory_bounded_positions():
     cfg = StreamConfig(steps=(1000,))
     inp = StreamInputs((4, 4), reference=torch.randn(1, 16, 1, 4, 4))
     state = start_stream(model, cfg, inp, seed=0)
-    window_ptr = state.memory.window.k.data_ptr()
-    workspace_ptr = state.memory.workspace.k.data_ptr()
+    pointers = [t.data_ptr() for t in (state.memory.kv.k, state.memory.kv.v, state.memory.kv.k_rot)]
     rss, gaps, ropes = {}, set(), {}
     for chunk in itertools.islice(generate(model, cfg, inp, state), 2000):
         gaps.add(chunk.status.ref_index - chunk.status.first_frame)
@@ -30,12 +29,11 @@ def test_two_thousand_chunks_flat_memory_bounded_positions():
             rss[chunk.status.chunk_index] = _rss_bytes()
             ropes[chunk.status.chunk_index] = dict(state.memory._ropes)
     assert chunk.status.first_frame == 1999 * 3
-    assert state.memory.window.k.data_ptr() == window_ptr
-    assert state.memory.workspace.k.data_ptr() == workspace_ptr
+    assert [t.data_ptr() for t in (state.memory.kv.k, state.memory.kv.v, state.memory.kv.k_rot)] == pointers
     # chunk-relative positions: the same few RoPE tables (the same objects) serve every steady chunk
     assert len(ropes[1999]) <= 10 and ropes[1999].keys() == ropes[199].keys()
     assert all(ropes[1999][key] is table for key, table in ropes[199].items())
-    assert state.memory.window.valid == cfg.window_len + cfg.chunk_len
+    assert state.memory.kv.window_frames == list(range(1999 * 3 + 3 - cfg.window_len, 1999 * 3 + 3))
     assert max(gaps) <= cfg.ahead_init + cfg.ahead_step and min(gaps) > 0
     growth = rss[1999] - rss[199]
     assert growth < 8 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB between chunk 200 and 2000"
