@@ -119,7 +119,8 @@ class DiTBlock(nn.Module):
         return [m.unsqueeze(2) for m in mod]  # shift1, scale1, gate1, shift2, scale2, gate2: (B, F, 1, dim)
 
     def _modulate(self, h: Tensor, shift: Tensor, scale: Tensor, frames: int) -> Tensor:
-        h = h.float().unflatten(1, (frames, -1)) * (1 + scale) + shift  # (B, F, S, dim)
+        # one fused multiply-add: eager element-wise passes over the residual stream cost as much as a GEMM
+        h = torch.addcmul(shift, h.float().unflatten(1, (frames, -1)), 1 + scale)  # (B, F, S, dim)
         return h.flatten(1, 2).to(self.ffn[0].weight.dtype)
 
     def attention_inputs(self, x: Tensor, e0: Tensor, frames: int, cos: Tensor, sin: Tensor):
@@ -131,13 +132,13 @@ class DiTBlock(nn.Module):
         """y: attention result (B, F*S, dim) -> the block's output residual stream."""
         _, _, gate1, shift2, scale2, gate2 = self._modulation(e0)
 
-        def gated(h: Tensor, gate: Tensor) -> Tensor:
-            return (h.float().unflatten(1, (frames, -1)) * gate).flatten(1, 2)
+        def add_gated(x: Tensor, h: Tensor, gate: Tensor) -> Tensor:  # x + h * gate, per frame
+            return torch.addcmul(x.unflatten(1, (frames, -1)), h.float().unflatten(1, (frames, -1)), gate).flatten(1, 2)
 
-        x = x + gated(self.self_attn.o(y), gate1)
+        x = add_gated(x, self.self_attn.o(y), gate1)
         x = x + self.cross_attn(self.norm3(x.to(self.ffn[0].weight.dtype)), text_kv).float()
         y = self.ffn(self._modulate(self.norm2(x), shift2, scale2, frames))
-        return x + gated(y, gate2)
+        return add_gated(x, y, gate2)
 
 
 class Head(nn.Module):
@@ -149,7 +150,7 @@ class Head(nn.Module):
 
     def forward(self, x: Tensor, e: Tensor, frames: int) -> Tensor:
         shift, scale = (self.modulation.float().unsqueeze(1) + e.unsqueeze(2)).unbind(2)  # (B, F, dim)
-        h = self.norm(x).unflatten(1, (frames, -1)) * (1 + scale.unsqueeze(2)) + shift.unsqueeze(2)
+        h = torch.addcmul(shift.unsqueeze(2), self.norm(x).unflatten(1, (frames, -1)), 1 + scale.unsqueeze(2))
         return self.head(h.flatten(1, 2).to(self.head.weight.dtype))
 
 
@@ -209,7 +210,8 @@ class KnotDiT(nn.Module):
         cfg = self.cfg
         b, _, frames, height, width = x.shape
         rows, cols = cfg.grid(height, width)
-        h = self.patch_embedding(x.to(self.dtype)).flatten(2).transpose(1, 2).float()  # (B, F*S, dim)
+        # contiguous: every block then sees one residual layout (one compiled graph, row-major GEMMs)
+        h = self.patch_embedding(x.to(self.dtype)).flatten(2).transpose(1, 2).float().contiguous()  # (B, F*S, dim)
         e = self.time_embedding(sinusoidal_embedding(t, cfg.freq_dim).to(self.dtype)).float()  # (B, F, dim)
         e0 = self.time_projection(e.to(self.dtype)).float().unflatten(-1, (6, cfg.dim))  # (B, F, 6, dim)
         rope = frame_positions if isinstance(frame_positions, RopeTable) else \
