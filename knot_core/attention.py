@@ -15,6 +15,7 @@ Values need no rotation, so `v` is both the store and what attention reads.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -113,8 +114,8 @@ class CacheView:
 
     def committing(self, frames: list[int]) -> CacheView:
         """The same context, for the pass whose own K/V become these frames."""
-        view = object.__new__(CacheView)
-        view.__dict__.update(self.__dict__, commit_frames=frames)
+        view = copy.copy(self)
+        view.commit_frames = frames
         return view
 
     def write(self, layer: int, k: Tensor, v: Tensor) -> None:

@@ -29,6 +29,17 @@ def _inputs():
     return StreamInputs((8, 8), reference=torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
 
 
+def _counting_backend():
+    """A torch.compile backend that runs graphs as traced and records each (re)compilation."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    return graphs, backend
+
+
 def _stream(model, cfg, inputs, chunks):
     return [c.latents for c in itertools.islice(generate(model, cfg, inputs, start_stream(model, cfg, inputs, 3)),
                                                 chunks)]
@@ -36,12 +47,7 @@ def _stream(model, cfg, inputs, chunks):
 
 @pytest.mark.parametrize("strategy", ["knot", "self_forcing"])
 def test_steady_state_never_recompiles_and_blocks_share_graphs(strategy):
-    graphs = []
-
-    def counting_backend(gm, example_inputs):  # called once per (re)compilation
-        graphs.append(gm)
-        return gm.forward
-
+    graphs, counting_backend = _counting_backend()
     model, cfg, inputs = _model(layers=4), StreamConfig.for_strategy(strategy), _inputs()
     model.compile_blocks(backend=counting_backend)
     stream = generate(model, cfg, inputs, start_stream(model, cfg, inputs, 3))
@@ -55,12 +61,7 @@ def test_steady_state_never_recompiles_and_blocks_share_graphs(strategy):
 
 
 def test_new_resolutions_stop_compiling_before_dynamo_gives_up():
-    graphs = []
-
-    def counting_backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
+    graphs, counting_backend = _counting_backend()
     model, cfg = _model(), StreamConfig()
     model.compile_blocks(backend=counting_backend)
     counts = []
