@@ -66,7 +66,7 @@ class ChunkFlops:
 
 @dataclass(frozen=True)
 class CacheBytes:
-    """Bytes of the stream's K/V tensors (`knot_core.attention.StreamKV`, all layers): each holds
+    """Bytes of the stream's K/V tensors (`knot_core.engine.kv_store.StreamKV`, all layers): each holds
     [anchor | window | own frames] = anchor_frames + window_len + max_forward_frames frames."""
 
     keys: int  # un-rotated K
@@ -142,7 +142,7 @@ def measured_chunk_flops(dit: DiTConfig, stream: StreamConfig, latent_hw: tuple[
     from torch.utils.flop_counter import FlopCounterMode
 
     from knot_core.dit import KnotDiT
-    from knot_core.stream import StreamInputs, generate, start_stream
+    from knot_core.engine.stream import StreamInputs, generate, start_stream
 
     torch.manual_seed(0)
     model = KnotDiT(dit).eval()

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from knot_core.config import VAE_STRIDE, StreamConfig  # noqa: E402
 from knot_core.demo import DEMO_PORTRAIT_SEED, DEMO_SIZE, demo_reference, load_demo, torch_threads  # noqa: E402
 from knot_core.demo_codec import StreamingDecoder  # noqa: E402
+from knot_core.engine.stream import StreamInputs, generate, start_stream  # noqa: E402
 from knot_core.faces import PARAM_NAMES, DrivingFrame, Portrait, regions, render_video  # noqa: E402
 from knot_core.motion import MotionSequence, MotionSignal  # noqa: E402
 from knot_core.quality_metrics import (  # noqa: E402
@@ -45,7 +46,6 @@ from knot_core.quality_metrics import (  # noqa: E402
     skin_centroid,
     ssim,
 )
-from knot_core.stream import StreamInputs, generate, start_stream  # noqa: E402
 from knot_core.video_writer import frames_from_decoder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

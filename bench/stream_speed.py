@@ -36,7 +36,7 @@ from bench.flops import MIB, cache_bytes, chunk_flops  # noqa: E402
 from knot_core.compilation import COMPILE_MODES as USER_COMPILE_MODES  # noqa: E402
 from knot_core.config import PRESETS, VAE_STRIDE, StreamConfig  # noqa: E402
 from knot_core.dit import KnotDiT  # noqa: E402
-from knot_core.stream import StreamInputs, generate, start_stream  # noqa: E402
+from knot_core.engine.stream import StreamInputs, generate, start_stream  # noqa: E402
 from knot_core.vae import StreamingDecoder, VAEConfig, WanVAE  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

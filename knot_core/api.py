@@ -30,8 +30,8 @@ def iter_frames(job: RenderJob) -> Iterator[FrameChunk]:
     Memory is flat however long it runs; stop early by breaking out of the loop. The length follows the
     job (frames / seconds / driving input), as for `render`.
     """
+    from .engine.stream import start_stream
     from .render_session import open_session
-    from .stream import start_stream
 
     session = open_session(job)
     state = start_stream(session.model, session.cfg, session.inputs, seed=job.seed)

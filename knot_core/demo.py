@@ -253,7 +253,7 @@ def _render(out: Path, seconds: float, audio: str | Path | None, seed: int, port
 
 def _stream_frames(demo, motion: MotionSequence, total: int, seed: int, portrait_seed: int):
     """Video frames (n, H, W, 3) uint8 of each chunk, as the engine's stream makes them, for `total` latents."""
-    from .stream import StreamInputs, generate, start_stream
+    from .engine.stream import StreamInputs, generate, start_stream
 
     model, info, codec = demo
     _, reference = demo_reference(codec, portrait_seed)

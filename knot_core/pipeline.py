@@ -23,9 +23,9 @@ from torch import Tensor
 from .background_writer import BackgroundWriter
 from .config import StreamConfig
 from .dit import KnotDiT
+from .engine.state import StreamState
+from .engine.stream import ChunkStatus, StreamInputs, generate, start_stream
 from .image import FitMode, prepare_reference
-from .state import StreamState
-from .stream import ChunkStatus, StreamInputs, generate, start_stream
 from .vae import encode_image
 from .video_writer import VideoWriter, frames_from_decoder
 

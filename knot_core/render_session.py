@@ -21,9 +21,9 @@ from torch import Tensor
 
 from .config import StreamConfig
 from .dit import KnotDiT
+from .engine.state import StreamState
+from .engine.stream import StreamInputs, start_stream
 from .errors import ConfigError, InputError
-from .state import StreamState
-from .stream import StreamInputs, start_stream
 from .vae import StreamingDecoder, WanVAE
 from .video_writer import AAC_SAMPLE_RATES, OutputError, VideoWriter
 

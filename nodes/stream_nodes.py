@@ -63,9 +63,9 @@ class KnotForcingStreamingSampler:
                max_image_frames: int, settings: KnotSettings | None = None, text=None, signals: Signals | None = None,
                unique_id: str | None = None):
         from knot_core.demo import torch_threads
+        from knot_core.engine.stream import StreamInputs, validate_inputs
         from knot_core.pipeline import render_to_file
         from knot_core.render_plan import check_vae_pair, chunks_for, plan_frames, preflight_signals
-        from knot_core.stream import StreamInputs, validate_inputs
 
         if reference is None:
             raise InputError("no reference: connect Encode Reference (a portrait photo) to 'reference'")

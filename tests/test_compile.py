@@ -10,7 +10,7 @@ import torch
 from knot_core.compilation import find_cxx
 from knot_core.config import PRESETS, StreamConfig
 from knot_core.dit import KnotDiT
-from knot_core.stream import StreamInputs, generate, start_stream
+from knot_core.engine.stream import StreamInputs, generate, start_stream
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,8 @@ import torch
 
 from knot_core.config import PRESETS, StreamConfig
 from knot_core.dit import KnotDiT
+from knot_core.engine.stream import StreamInputs, generate, start_stream
 from knot_core.pipeline import frame_stream, latent_frames_for, render_to_file, video_frames_for
-from knot_core.stream import StreamInputs, generate, start_stream
 from knot_core.vae import StreamingDecoder, VAEConfig, WanVAE
 from knot_core.video_reader import count_frames, probe
 from knot_core.video_writer import frames_from_decoder

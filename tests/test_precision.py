@@ -16,7 +16,7 @@ import torch
 
 from knot_core.config import PRESETS, StreamConfig
 from knot_core.dit import KnotDiT
-from knot_core.stream import StreamInputs, generate, start_stream
+from knot_core.engine.stream import StreamInputs, generate, start_stream
 
 REL_L2_BOUND = 7e-3  # per chunk; measured <= 2.41e-3
 REL_L2_FLOOR = 5e-4  # bf16 rounding must show: below this the copy did not really run in bf16

@@ -8,6 +8,7 @@ import torch
 from knot_core.config import PRESETS, StreamConfig
 from knot_core.dit import KnotDiT
 from knot_core.driving import DrivingAdapter
+from knot_core.engine.stream import StreamInputs, generate, start_stream
 from knot_core.errors import InputError
 from knot_core.pipeline import video_frames_for
 from knot_core.render_plan import (
@@ -17,7 +18,6 @@ from knot_core.render_plan import (
     latent_frames_asked,
     plan_frames,
 )
-from knot_core.stream import StreamInputs, generate, start_stream
 
 
 class ProbeSignal:

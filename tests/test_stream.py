@@ -10,8 +10,8 @@ import torch
 
 from knot_core.config import PRESETS, StreamConfig
 from knot_core.dit import KnotDiT
+from knot_core.engine.stream import StreamInputs, generate, start_stream
 from knot_core.errors import InputError
-from knot_core.stream import StreamInputs, generate, start_stream
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +121,7 @@ sys.path.insert(0, {root!r})
 from safetensors.torch import save_file
 from knot_core.config import PRESETS, StreamConfig
 from knot_core.dit import KnotDiT
-from knot_core.stream import StreamInputs, generate, start_stream
+from knot_core.engine.stream import StreamInputs, generate, start_stream
 torch.manual_seed(0)
 model = KnotDiT(PRESETS["tiny-noise-ref-mask"]).eval()
 g = torch.Generator().manual_seed(1)

@@ -9,9 +9,9 @@ from knot_core.adapters.avatar_audio import AvatarAudioAdapter, AvatarAudioConfi
 from knot_core.adapters.cross_attention import CrossAttentionAdapter, CrossAttentionConfig
 from knot_core.config import PRESETS, StreamConfig
 from knot_core.dit import KnotDiT
+from knot_core.engine.stream import StreamInputs, generate, start_stream
 from knot_core.errors import InputError
 from knot_core.signals.base import DrivingSignal
-from knot_core.stream import StreamInputs, generate, start_stream
 from tests.reference_memory import ReferenceMemory
 
 

@@ -7,7 +7,7 @@ import torch
 
 from knot_core.config import PRESETS, StreamConfig
 from knot_core.dit import KnotDiT
-from knot_core.stream import StreamInputs, generate, start_stream
+from knot_core.engine.stream import StreamInputs, generate, start_stream
 from tests.reference_memory import ReferenceMemory
 
 CHUNKS = 7

@@ -25,7 +25,7 @@ statistics make latents ~unit scale.
 Stage 2, DiT (the paper's recipe as far as it applies on a CPU): each clip of 1 + 12M video frames is
 L = 3M + 1 latents cut into M Knot Forcing chunks (c = 3 committed + k = 1 knot, window 6); the clip's LAST
 latent is the reference ("future-facing" anchor), placed at the running-ahead index n of each chunk
-(knot_core.schedule.advance_reference). One forward of the engine's KnotDiT holds, per clip, M copies of
+(knot_core.engine.schedule.advance_reference). One forward of the engine's KnotDiT holds, per clip, M copies of
 the reference (one per chunk position n), the clean latents as teacher-forced context (each attends to its
 reference copy, its own committed chunk and the 6-frame window before it: the commit pass's mask) and
 the M noisy chunks (reference copy, window of clean context, itself: the denoise pass's mask). Each chunk's
@@ -59,10 +59,10 @@ from knot_core.config import LATENT_CHANNELS
 from knot_core.demo import DEMO_DIT, DEMO_SAMPLER, DEMO_SIZE, DEMO_STREAM, MotionInjection, build_demo_model, load_codec
 from knot_core.demo_codec import DemoCodec
 from knot_core.driving import DrivingTokens
+from knot_core.engine.schedule import FlowSchedule, advance_reference
 from knot_core.faces import NUM_PARAMS, DrivingFrame, Portrait, regions, render_video
 from knot_core.model_file import save_knot_model
 from knot_core.motion import MotionSequence
-from knot_core.schedule import FlowSchedule, advance_reference
 from knot_core.signals.base import wan_video_frames_of_latent
 
 log = logging.getLogger("train_demo")

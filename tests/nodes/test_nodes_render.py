@@ -15,10 +15,10 @@ from conftest import TINY_STREAM, RecordingHost, portrait
 
 from knot_core.compilation import find_cxx
 from knot_core.config import StreamConfig
+from knot_core.engine.state import StreamState  # noqa: F401  (the model must not hold one)
+from knot_core.engine.stream import StreamInputs, start_stream
 from knot_core.errors import CheckpointError, ConfigError, InputError
 from knot_core.pipeline import frame_stream
-from knot_core.state import StreamState  # noqa: F401  (the model must not hold one)
-from knot_core.stream import StreamInputs, start_stream
 from knot_core.vae import StreamingDecoder, VAEConfig, WanVAE
 from knot_core.video_reader import count_frames, probe, read_frames
 from nodes import NODE_CLASS_MAPPINGS

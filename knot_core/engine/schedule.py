@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .config import StreamConfig
+from ..config import StreamConfig
 
 NUM_TRAIN_TIMESTEPS = 1000
 

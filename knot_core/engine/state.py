@@ -15,8 +15,8 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .config import StreamConfig
-from .errors import InputError
+from ..config import StreamConfig
+from ..errors import InputError
 from .noise import NoiseSource
 
 STATE_FORMAT = "knot_forcing.stream_state.v1"

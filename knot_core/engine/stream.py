@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..config import LATENT_CHANNELS, StreamConfig
+from ..dit import KnotDiT
+from ..driving import encode_driving, slice_driving
+from ..errors import InputError
 from .conditioning import chunk_known, model_input, reference_known
-from .config import LATENT_CHANNELS, StreamConfig
-from .dit import KnotDiT
-from .driving import encode_driving, slice_driving
-from .errors import InputError
 from .memory import CachedMemory
 from .noise import NoiseSource
 from .sampler import commit_chunk, denoise_chunk, rolling_step, start_noise

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..driving import DrivingTokens, slice_driving
 from .conditioning import Known, model_input
-from .driving import DrivingTokens, slice_driving
 from .schedule import FlowSchedule, predict_x0, renoise
 
 

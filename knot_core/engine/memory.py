@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .attention import AnchorWriter, CacheView, StreamKV
-from .config import StreamConfig
-from .dit import KnotDiT
-from .driving import DrivingTokens
-from .rope import RopeTable
+from ..config import StreamConfig
+from ..dit import KnotDiT
+from ..driving import DrivingTokens
+from ..rope import RopeTable
+from .kv_store import AnchorWriter, CacheView, StreamKV
 
 ROPE_TABLES = 16  # RoPE tables kept per stream (a steady knot stream uses about 5)
 

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from knot_core.attention import AnchorWriter, CacheView, StreamKV
 from knot_core.config import PRESETS
 from knot_core.dit import KnotDiT
+from knot_core.engine.kv_store import AnchorWriter, CacheView, StreamKV
 from knot_core.rope import RopeTable
 
 S, D = 3, 8  # tokens per frame, head_dim

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .config import DiTConfig, StreamConfig
-from .errors import InputError
+from ..config import DiTConfig, StreamConfig
+from ..errors import InputError
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .rope import RopeTable
+from ..rope import RopeTable
 
 
 class StreamKV:
