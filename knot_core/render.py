@@ -28,6 +28,7 @@ from .compilation import COMPILE_MODES
 from .config import StreamConfig
 from .errors import ConfigError, InputError
 from .image import FIT_MODES
+from .output_lock import claim_output
 from .pipeline import FrameChunk, RenderResult, frame_stream, write_stream
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,17 @@ def check_job(job: RenderJob) -> None:
 
 def render(job: RenderJob, *, progress: bool = False, should_stop: Callable[[], bool] | None = None,
            on_chunk: Callable[[FrameChunk], None] | None = None) -> RenderResult:
-    """Render one job to job.out (see the module docstring). Stopping via should_stop saves the resume state."""
+    """Render one job to job.out (see the module docstring). Stopping via should_stop saves the resume state.
+    The output is claimed for the whole job (output_lock): a second render of the same name is refused."""
+    from .video_writer import _check_path  # suffix, directory, writable: before a lock file is made there
+
+    _check_path(job.out, overwrite=True)
+    with claim_output(job.out):
+        return _render(job, progress=progress, should_stop=should_stop, on_chunk=on_chunk)
+
+
+def _render(job: RenderJob, *, progress: bool, should_stop: Callable[[], bool] | None,
+            on_chunk: Callable[[FrameChunk], None] | None) -> RenderResult:
     from .render_session import open_session
 
     check_job(job)

@@ -38,6 +38,7 @@ import numpy as np
 
 from .errors import InputError, KnotError, OutputError
 from .mp4_fragments import HEADER_BOXES, scan_fragments, split_boxes
+from .output_lock import acquire, release
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +238,13 @@ class VideoWriter:
             raise InputError(f"crf must be in [0, 51] (lower = better, 18 is visually lossless); got {crf}")
         self._audio = _check_audio(audio, sample_rate)
         self._sample_rate = int(sample_rate) if self._audio is not None else None
-        self._path = _check_path(path, overwrite)
+        _check_path(path, overwrite=True)  # the place is fit for a file (suffix, directory, writable) ...
+        self._lock = acquire(path)  # ... claimed before the overwrite check: a file being written is never replaced
+        try:
+            self._path = _check_path(path, overwrite)
+        except BaseException:
+            release(self._lock)
+            raise
         self._codec = codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4")
         if self._codec not in ("libx264", "mpeg4"):
             raise InputError(f"codec must be 'libx264' or 'mpeg4'; got {codec!r}")
@@ -270,7 +277,12 @@ class VideoWriter:
             raise InputError(f"cannot resume {str(path)!r}: the file does not exist; start a new render instead")
         writer = cls(path, fps, audio=audio, sample_rate=sample_rate, crf=crf, preset=preset, overwrite=True,
                      codec=codec)
-        writer._resume(int(frames))
+        try:
+            writer._resume(int(frames))
+        except BaseException:
+            writer._closed = True
+            release(writer._lock)
+            raise
         return writer
 
     @property
@@ -332,6 +344,7 @@ class VideoWriter:
             return
         self._closed = True
         if self._encoders is None:
+            release(self._lock)
             logger.warning("VideoWriter closed with no frames written; %s was not created", self._path)
             return
         try:
@@ -343,6 +356,7 @@ class VideoWriter:
         finally:
             os.close(self._fd)
             self._encoders.close()
+            release(self._lock)
         logger.info("wrote %s: %d frames, %.2f s", self._path, self._frames, self.duration_s)
 
     def _resume(self, frames: int) -> None:

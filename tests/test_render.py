@@ -212,3 +212,27 @@ def test_default_saves_the_resume_state_by_time_not_per_chunk(files, tmp_path, m
     render(job(files, out), on_chunk=lambda p: present.append(state_path(out).exists()),
            should_stop=lambda: len(present) == 2)
     assert present == [True, True]
+
+
+def test_a_render_to_an_output_being_written_is_refused(files, tmp_path):
+    import subprocess
+    import sys
+
+    from knot_core.output_lock import lock_path
+
+    out = tmp_path / "same.mp4"
+    code = "import sys, time\nfrom knot_core.output_lock import claim_output\nwith claim_output(sys.argv[1]):\n" \
+           "    print('claimed', flush=True)\n    time.sleep(60)\n"
+    other = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert other.stdout.readline().strip() == "claimed"
+        for overwrite in (False, True):
+            with pytest.raises(InputError, match=f"being written by process {other.pid}"):
+                render(job(files, out, overwrite=overwrite))
+        assert not out.exists() and not state_path(out).exists()
+    finally:
+        other.kill()
+        other.wait()
+    render(job(files, out, frames=9))  # the killed writer's lock is stale: taken over
+    assert count_frames(out) == 9 and not lock_path(out).exists()
