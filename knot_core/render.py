@@ -34,7 +34,7 @@ from .pipeline import FrameChunk, RenderResult, frame_stream, write_stream
 log = logging.getLogger(__name__)
 
 STATE_SUFFIX = ".state.safetensors"
-RESUME_FORMAT = "knot_forcing.render_resume.v2"  # v2: StreamKV layout
+RESUME_FORMAT = "knot_forcing.render_resume.v3"  # v2: StreamKV layout; v3: the writer's encoder segment
 DTYPE_NAMES = ("bf16", "fp16", "fp32")
 STREAM_FIELDS = tuple(f.name for f in dataclasses.fields(StreamConfig))
 PATH_FIELDS = ("reference", "model", "vae", "out", "audio", "pose", "expression", "text", "wav2vec")
@@ -220,7 +220,7 @@ def _render(job: RenderJob, *, progress: bool, should_stop: Callable[[], bool] |
 
     def save() -> None:
         writer.flush()  # the state must describe exactly the frames in the file
-        session.save(state_file, state, decoder, video.frames_written)
+        session.save(state_file, state, decoder, video.frames_written, video.segment_frames())
         saved_at[0], saved_time[0] = video.frames_written, time.perf_counter()
 
     def after_chunk(piece: FrameChunk) -> None:
