@@ -180,9 +180,9 @@ def check_job(job: RenderJob) -> None:
     state = state_path(job.out)
     if job.resume:
         if not job.out.is_file() or not state.is_file():
-            missing = job.out if not job.out.is_file() else state
-            raise InputError(f"nothing to resume: {str(missing)!r} does not exist (a finished render removes its "
-                             "state); start the render without --resume")
+            from .render_marker import describe_output
+
+            raise InputError(f"nothing to resume: {describe_output(job.out, state).describe()}")
     elif job.out.exists() and not job.overwrite:
         hint = " or --resume to continue it" if state.is_file() else ""
         raise InputError(f"output {str(job.out)!r} already exists; choose another name, pass --overwrite to "
@@ -245,6 +245,9 @@ def _render(job: RenderJob, *, progress: bool, should_stop: Callable[[], bool] |
     finally:
         bar.close()
     if not interrupted:
+        from .render_marker import mark_finished
+
+        mark_finished(job.out, frames)  # before the state goes: a file is never both unmarked and stateless
         state_file.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     log.info("%s: %d frames (%d new) in %.1f s%s", job.out, frames, frames - done_before, seconds,
