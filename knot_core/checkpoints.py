@@ -373,4 +373,8 @@ def check_text(info: ModelInfo, text: Tensor | None) -> Tensor | None:
     if text.ndim != 3 or text.shape[-1] != info.config.text_dim or text.shape[1] > info.config.text_len:
         raise CheckpointError(f"text embedding has shape {list(text.shape)}; this model needs [B, L, "
                               f"{info.config.text_dim}] with L <= {info.config.text_len}")
+    bad = int((~torch.isfinite(text)).sum())
+    if bad:  # NaN/Inf in the context poisons every cross-attention: an all-black video, silently
+        raise CheckpointError(f"text embedding has {bad} NaN/Inf values of {text.numel()}; it is not a usable "
+                              "umT5 output: encode the prompt again (in fp32 or bf16, not fp16, which overflows)")
     return text

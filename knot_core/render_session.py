@@ -116,6 +116,7 @@ def open_session(job) -> RenderSession:
     from .image import resolution_for
     from .pipeline import encode_reference
     from .render import fingerprint
+    from .render_size import check_render_size
     from .vae import load_vae
 
     device = job.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -132,6 +133,8 @@ def open_session(job) -> RenderSession:
         area = info.sampler.resolution[0] * info.sampler.resolution[1]
         height, width = resolution_for(image.shape[0], image.shape[1], max_area=area)
     vae = load_vae(job.vae, dtype=model.patch_embedding.weight.dtype, device=device)
+    check_render_size(info.config, cfg, (height, width), info.sampler.resolution, vae, device,
+                      model.patch_embedding.weight.element_size())
     reference = encode_reference(vae, image, height, width, job.fit)  # (1, 16, 1, h, w)
     text = None
     if job.text is not None:

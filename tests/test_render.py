@@ -280,3 +280,36 @@ def test_resume_is_bit_exact_at_the_default_crf_with_audio(files, tmp_path, stop
     x, y = decoded(tmp_path / "full.mp4"), decoded(out)
     assert len(x) == len(y) == FRAMES and all(np.array_equal(p, q) for p, q in zip(x, y))
     assert (tmp_path / "full.mp4").read_bytes() == out.read_bytes()  # the same file
+
+
+def test_silently_wrong_inputs_are_refused_before_any_file(files, tmp_path):
+    from knot_core.errors import CheckpointError
+
+    out = tmp_path / "x.mp4"
+    text = tmp_path / "nan.safetensors"
+    save_file({"context": torch.full((4, 32), float("nan"))}, str(text))  # tiny preset: text_dim 32
+    with pytest.raises(CheckpointError, match="text embedding has 128 NaN/Inf values of 128"):
+        render(job(files, out, text=text))
+
+    wav = write_tone(tmp_path / "speech.wav", 3.0)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(wav.read_bytes()[:200])  # a 200-byte copy of a 3 s WAV
+    with pytest.raises(InputError, match=r"is truncated: its header declares 3.00 s .* holds 0.005 s"):
+        render(job(files, out, audio=cut, frames=None))
+
+    # 4096x4096 on a model trained at 32x32: refused with the memory estimate, before any frame
+    with pytest.raises(InputError, match=r"--width 4096 --height 4096 is 16384x the area this model was trained at "
+                                         r"\(32x32\): it would render untrained noise and need at least [0-9.]+ GiB: "
+                                         r"K/V caches [0-9.]+, activations [0-9.]+, VAE caches [0-9.]+"):
+        render(job(files, out, width=4096, height=4096))
+    assert not out.exists() and not state_path(out).exists()
+    render(job(files, out, width=64, height=64, frames=9))  # 4x the trained area is allowed
+    assert probe(out).width == 64
+
+
+def test_the_memory_estimate_counts_the_kv_caches_exactly():
+    from knot_core.render_size import kv_bytes
+
+    dit, cfg = PRESETS["wan2.1-t2v-1.3b"], StreamConfig()
+    # README "Speed": 4.4 GiB of bf16 K/V at 480x832 (1.47 GiB each for keys, rotated keys, values)
+    assert abs(kv_bytes(dit, cfg, (60, 104), 2) / 2**30 - 4.4) < 0.05
