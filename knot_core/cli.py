@@ -112,6 +112,8 @@ def add_render(sub: argparse._SubParsersAction) -> None:
                                                    "into the output and, by default, sets its length")
     g.add_argument("--pose", metavar="JSON_DIR", help="folder of OpenPose JSON files, one per frame")
     g.add_argument("--expression", metavar="CSV", help="expression coefficients (Live Link Face CSV, CSV, JSON)")
+    g.add_argument("--source-fps", type=float, metavar="N",
+                   help="rows per second of a plain numeric --expression CSV (Live Link Face and JSON carry theirs)")
     g.add_argument("--text", metavar="EMBEDDING", help="umT5 prompt embedding (.safetensors)")
     g.add_argument("--wav2vec", metavar="PATH", help="local wav2vec2-base-960h folder (audio-driven models)")
     g = p.add_argument_group("output")
@@ -141,9 +143,9 @@ def _render_job(args: argparse.Namespace):
 
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(StreamConfig)
                 if getattr(args, f.name) is not None}
-    own = ("reference", "model", "vae", "out", "audio", "pose", "expression", "text", "wav2vec", "seconds",
-           "frames", "seed", "fps", "width", "height", "fit", "dtype", "device", "crf", "compile", "save_every",
-           "resume", "overwrite")
+    own = ("reference", "model", "vae", "out", "audio", "pose", "expression", "source_fps", "text", "wav2vec",
+           "seconds", "frames", "seed", "fps", "width", "height", "fit", "dtype", "device", "crf", "compile",
+           "save_every", "resume", "overwrite")
     return RenderJob(settings=settings, **{k: getattr(args, k) for k in own})
 
 

@@ -78,6 +78,7 @@ class RenderJob:
     expression: Path | None = None
     text: Path | None = None
     wav2vec: Path | None = None
+    source_fps: float | None = None  # rows per second of a plain expression CSV (it carries no rate)
     seconds: float | None = None
     frames: int | None = None
     seed: int = 0
@@ -269,4 +270,4 @@ def fingerprint(job: RenderJob, cfg: StreamConfig, fps: int, size: tuple[int, in
 
     return {"inputs": {k: ident(getattr(job, k)) for k in PATH_FIELDS if k != "out"},
             "stream_config": json.loads(json.dumps(dataclasses.asdict(cfg))), "seed": job.seed, "fps": fps,
-            "size": list(size), "fit": job.fit, "dtype": dtype, "crf": job.crf}
+            "size": list(size), "fit": job.fit, "dtype": dtype, "crf": job.crf, "source_fps": job.source_fps}

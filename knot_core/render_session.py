@@ -180,7 +180,8 @@ def driving_signals(job, model: KnotDiT, fps: int, device: str) -> tuple[list, l
     if job.expression is not None:
         from .signals import ExpressionSignal, load_expression
 
-        signals.append(ExpressionSignal(load_expression(job.expression), fps, end_policy="continue"))
+        signals.append(ExpressionSignal(load_expression(job.expression, source_fps=job.source_fps), fps,
+                                        end_policy="continue"))
     lengths += [s.num_frames for s in signals]
     if "audio" in wanted and job.audio is not None:
         if job.wav2vec is None:

@@ -109,8 +109,9 @@ def _parse_arkit(header: list[str], rows: list[list[str]], source_fps: float, pa
 def _uniform(values: list[list[float]], names: tuple[str, ...], source_fps: float | None,
              path: str) -> ExpressionSequence:
     if source_fps is None:
-        raise InputError(f"{path}: a plain coefficient file carries no frame rate; pass source_fps (the rate "
-                         "its rows were recorded at), or use JSON {\"fps\": ..., \"frames\": [...]}")
+        raise InputError(f"{path}: a plain coefficient file carries no frame rate; give the rate its rows "
+                         "were recorded at (--source-fps N on the command line, source_fps in a jobs file or the "
+                         "Expression Signal node), or use JSON {\"fps\": ..., \"frames\": [...]}")
     widths = {len(v) for v in values}
     if len(widths) != 1 or 0 in widths:
         raise InputError(f"{path}: rows have {sorted(widths)} values; every frame needs the same number (> 0)")
