@@ -306,3 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KnotError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `inspect ... | head -1`: the reader left; stop quietly, as other tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not raise again
+        return 141  # 128 + SIGPIPE

@@ -167,6 +167,11 @@ def length_in_frames(job, fps: int, signal_frames: list[int]) -> int:
 def driving_signals(job, model: KnotDiT, fps: int, device: str) -> tuple[list, list[int]]:
     """Signals for the model's driving adapters, and the video length (frames) of each input given."""
     wanted = {adapter.signal for adapter in model.driving.values()}
+    foreign = sorted(wanted - {"audio", "pose", "expression"})
+    if foreign:  # never render with an adapter silently unfed (e.g. the demo model's procedural 'motion')
+        raise InputError(f"this model is driven by the {foreign} signal(s), which render has no input for (it "
+                         "takes --audio, --pose, --expression); the demo model renders with `python -m knot_core "
+                         "demo` or the Knot Motion Signal node")
     signals, lengths = [], []
     for name, path in (("pose", job.pose), ("expression", job.expression)):
         if path is not None and name not in wanted:

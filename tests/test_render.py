@@ -313,3 +313,10 @@ def test_the_memory_estimate_counts_the_kv_caches_exactly():
     dit, cfg = PRESETS["wan2.1-t2v-1.3b"], StreamConfig()
     # README "Speed": 4.4 GiB of bf16 K/V at 480x832 (1.47 GiB each for keys, rotated keys, values)
     assert abs(kv_bytes(dit, cfg, (60, 104), 2) / 2**30 - 4.4) < 0.05
+
+
+def test_a_model_with_adapters_render_cannot_feed_is_refused_not_dropped(files, tmp_path):
+    demo_model = Path(__file__).resolve().parents[1] / "knot_core" / "models" / "demo.safetensors"
+    with pytest.raises(InputError, match=r"driven by the \['motion'\] signal\(s\), which render has no input for"):
+        render(job({**files, "model": demo_model}, tmp_path / "d.mp4"))
+    assert not (tmp_path / "d.mp4").exists()
