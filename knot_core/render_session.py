@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,6 +218,10 @@ def read_image(path: Path) -> np.ndarray:
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise InputError(f"reference {str(path)!r} is not a readable image; give a PNG, JPEG or WebP photo")
-    if image.shape[0] < 16 or image.shape[1] < 16 or not math.isfinite(float(image.mean())):
-        raise InputError(f"reference {str(path)!r} is {image.shape[1]}x{image.shape[0]}; need at least 16x16")
+    from .reference_crop import check_reference_size  # one size rule for the node and the command line
+
+    try:
+        check_reference_size(image.shape[0], image.shape[1])
+    except InputError as err:
+        raise InputError(f"reference {str(path)!r}: {err}") from None
     return np.ascontiguousarray(image[:, :, ::-1])  # BGR -> RGB

@@ -32,13 +32,14 @@ def frames_in_state(path: Path) -> int:
 
 
 def write_tiny_files(folder: Path) -> dict[str, Path]:
-    """A tiny KnotDiT (33-channel layout, 2 steps, 16 fps, 32x32), a tiny Wan VAE and a 48x48 photo."""
+    """A tiny KnotDiT (33-channel layout, 2 steps, 16 fps, 32x32), a tiny Wan VAE and a 64x64 photo (the
+    smallest reference accepted)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     sampler = SamplerDefaults(StreamConfig(steps=(1000, 500)), fps=16, resolution=(32, 32))
     save_knot_model(KnotDiT(PRESETS["tiny-noise-ref-mask"]), folder / "model.safetensors", sampler=sampler)
     save_file(WanVAE(VAEConfig.tiny()).state_dict(), str(folder / "vae.safetensors"))
-    photo = (np.random.default_rng(0).random((48, 48, 3)) * 255).astype(np.uint8)
+    photo = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
     cv2.imwrite(str(folder / "ref.png"), photo)
     return {"reference": folder / "ref.png", "model": folder / "model.safetensors", "vae": folder / "vae.safetensors"}
 
@@ -320,3 +321,10 @@ def test_a_model_with_adapters_render_cannot_feed_is_refused_not_dropped(files, 
     with pytest.raises(InputError, match=r"driven by the \['motion'\] signal\(s\), which render has no input for"):
         render(job({**files, "model": demo_model}, tmp_path / "d.mp4"))
     assert not (tmp_path / "d.mp4").exists()
+
+
+def test_the_reference_size_rule_is_the_nodes(files, tmp_path):
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((48, 40, 3), np.uint8))
+    with pytest.raises(InputError, match="small.png': reference image is 40x48 px; a portrait needs at least 64 px"):
+        render(job({**files, "reference": small}, tmp_path / "s.mp4"))
