@@ -391,6 +391,8 @@ class VideoWriter:
         finally:
             os.close(self._fd)
             self._encoders.close()
+            if self._bytes == 0:  # stopped before the first fragment was whole: no empty, unplayable file
+                self._path.unlink(missing_ok=True)
             release(self._lock)
         logger.info("wrote %s: %d frames, %.2f s", self._path, self._frames, self.duration_s)
 
