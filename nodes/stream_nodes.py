@@ -8,7 +8,7 @@ from fractions import Fraction
 from knot_core.errors import InputError
 
 from .host import host
-from .preview import EVENT_DONE, ChunkReporter
+from .preview import ChunkReporter
 from .types import CATEGORY, KNOT_MODEL, KNOT_REFERENCE, KNOT_SETTINGS, KNOT_SIGNAL, KNOT_VAE, KnotSettings, Signals
 
 log = logging.getLogger(__name__)
@@ -88,10 +88,12 @@ class KnotForcingStreamingSampler:
                                         fps=Fraction(fps).limit_denominator(1001), num_frames=frames, seed=seed,
                                         audio=audio, sample_rate=rate,
                                         should_stop=h.interrupted, on_chunk=report)
+        except BaseException as exc:  # the node must not stay on a stale chunk: say how it ended, and where the file is
+            report.finish(path.name, subfolder, "cancelled" if isinstance(exc, h.interrupt_errors) else "failed")
+            raise
         finally:
             h.free_memory()  # the stream's caches are gone; give their memory back to the host
-        h.send(EVENT_DONE, {"node": unique_id, "filename": path.name, "subfolder": subfolder, "frames": result.frames,
-                            "interrupted": result.interrupted})
+        report.finish(path.name, subfolder, "cancelled" if result.interrupted else "done", result.frames)
         if result.interrupted:
             h.raise_if_interrupted()
         return {"ui": _ui(result, path, subfolder, frames, report.kept is not None),
