@@ -21,6 +21,8 @@ class KnotForcingDemoModel:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_MODEL, KNOT_VAE, KNOT_REFERENCE, "IMAGE")
     RETURN_NAMES = ("model", "vae", "reference", "portrait")
+    OUTPUT_TOOLTIPS = ("The demo DiT: to the Streaming Sampler.", "Its codec (goes in any vae socket).",
+                       "The portrait's reference: to the Streaming Sampler.", "The portrait as an IMAGE, to look at.")
     FUNCTION = "load"
 
     @classmethod

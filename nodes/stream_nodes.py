@@ -36,14 +36,19 @@ class KnotForcingStreamingSampler:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("STRING", "VIDEO", "IMAGE")
     RETURN_NAMES = ("path", "video", "images")
+    OUTPUT_TOOLTIPS = ("The MP4's path on the server.", "The MP4 as a VIDEO, for the core video nodes.",
+                       "Every frame as IMAGE up to max_image_frames; else the last frame only.")
     OUTPUT_NODE = True
     FUNCTION = "render"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (KNOT_MODEL,), "vae": (KNOT_VAE,), "reference": (KNOT_REFERENCE,),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "control_after_generate": True}),
+            "model": (KNOT_MODEL, {"tooltip": "From the Model Loader (or the Demo Model)."}),
+            "vae": (KNOT_VAE, {"tooltip": "Decodes each chunk as it is made (the Wan2.1 VAE, or the demo codec)."}),
+            "reference": (KNOT_REFERENCE, {"tooltip": "Encode Reference (a photo) or No Reference (a size)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "control_after_generate": True,
+                             "tooltip": "Seeds the noise; the same seed and inputs give the same video."}),
             "length": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 1e6, "step": 0.5,
                                  "tooltip": "In length_unit; ignored for 'signal'."}),
             "length_unit": (list(LENGTH_UNITS), {"default": "seconds",
