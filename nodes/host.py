@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from knot_core.errors import InputError
-
-from .folders import input_path, list_files, safe_name
+from .folders import input_path, list_files, next_free_file, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -227,20 +224,6 @@ class Progress:
         self.updates.append(done)
         if self.bar is not None:
             self.bar.update_absolute(done, self.total)
-
-
-def next_free_file(folder: Path, prefix: str, extension: str) -> tuple[Path, str]:
-    """folder/<prefix>_00001.<ext> with the first unused counter; the prefix may hold sub-folders."""
-    prefix = prefix.strip().replace("\\", "/") or "KnotForcing"
-    if prefix.startswith("/") or ".." in prefix.split("/"):
-        raise InputError(f"filename_prefix {prefix!r} points outside the output folder; use a relative name such "
-                         "as 'KnotForcing' or 'portraits/take'")
-    sub, _, stem = prefix.rpartition("/")
-    target = folder / sub
-    target.mkdir(parents=True, exist_ok=True)
-    pattern = re.compile(re.escape(stem) + r"_(\d{5})\." + re.escape(extension) + "$")
-    used = [int(m.group(1)) for p in target.iterdir() if (m := pattern.match(p.name))]
-    return target / f"{stem}_{max(used, default=0) + 1:05d}.{extension}", sub
 
 
 _lock = threading.Lock()

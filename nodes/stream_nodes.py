@@ -9,19 +9,30 @@ from knot_core.errors import InputError
 
 from .host import host
 from .preview import ChunkReporter
-from .types import CATEGORY, KNOT_MODEL, KNOT_REFERENCE, KNOT_SETTINGS, KNOT_SIGNAL, KNOT_VAE, KnotSettings, Signals
+from .types import (
+    CATEGORY,
+    KNOT_MODEL,
+    KNOT_REFERENCE,
+    KNOT_SETTINGS,
+    KNOT_SIGNAL,
+    KNOT_VAE,
+    KnotSettings,
+    LoadedModel,
+    Signals,
+)
 
 log = logging.getLogger(__name__)
 
 LENGTH_UNITS = ("seconds", "frames", "signal")
 
 
-def text_embedding(conditioning, info):
+def text_embedding(conditioning, model: LoadedModel):
     """CONDITIONING [[tensor [1, L, dim], {...}], ...] -> [1, L, dim] checked against the model (None: none)."""
     from knot_core.checkpoints import check_text
 
+    info = model.info
     if conditioning is None:
-        return check_text(info, None)
+        return check_text(info, None) if model.takes_text else None  # check_text warns about the missing prompt
     try:
         text = conditioning[0][0]
     except (TypeError, IndexError, KeyError) as err:
@@ -77,7 +88,7 @@ class KnotForcingStreamingSampler:
         h, signals = host(), signals or Signals()
         cfg = (settings or KnotSettings()).resolve(model.info.stream_config())
         fps = signals.fps or model.info.sampler.fps
-        inputs = StreamInputs(reference.latent_size, reference.latent, text_embedding(text, model.info),
+        inputs = StreamInputs(reference.latent_size, reference.latent, text_embedding(text, model),
                               reference.keep_mask, signals.items)
         frames = plan_frames(cfg, fps, length, length_unit, signals.available_latent_frames())
         check_vae_pair(model.info.config.out_dim, vae.z_dim)
