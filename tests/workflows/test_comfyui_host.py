@@ -405,6 +405,7 @@ def test_events_reach_only_their_client_and_the_node_plays_the_video(server):
     owner, other = asyncio.run(_owner_and_bystander(server["url"], _tiny_prompt(21, "kf_ws/owned")))
     chunks, done = _events(owner, "knotforcing.chunk"), _events(owner, "knotforcing.done")
     assert [c["chunk"] for c in chunks] == [0, 1] and len(done) == 1 and done[0]["ended"] == "done"
+    assert not [m for m in owner if m["type"] == "binary"]  # no host preview image: ours only, then the video
     assert not [m for m in other if m["type"].startswith(("knotforcing", "executed", "progress", "binary"))]
     assert done[0]["filename"] not in json.dumps(other)  # the bystander never learns the file's name
     output = next(e["output"] for e in _events(owner, "executed") if e["node"] == "6")
