@@ -58,7 +58,7 @@ class StandaloneHost:
         """Only a name the host lists for the folder; the folder's owner may have linked files into it."""
         if not safe_name(name) or name not in self.list_models(folder):
             return None
-        return next(root / name for root in self._roots(folder) if (root / name).is_file())
+        return next((root / name for root in self._roots(folder) if (root / name).is_file()), None)
 
     def input_dir(self) -> Path:
         """The folder user files are read from: $KNOTFORCING_INPUT_DIR, default ./input."""
