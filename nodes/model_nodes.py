@@ -41,13 +41,16 @@ class KnotForcingModelLoader:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_MODEL,)
     RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The DiT and its recommended settings: to Encode Reference and the Streaming Sampler.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "model_name": (_model_names(), {"tooltip": "From models/knot_forcing or models/diffusion_models. The "
-                                                       "format is read from the tensors, never the file name."}),
+                                                       "format is read from the tensors, never the file name. The "
+                                                       "workflow's Note says where each file comes from; "
+                                                       "AvatarForcing and pose weights have no public download."}),
             "dtype": (list(DTYPES), {"default": "bf16", "tooltip": "Weight precision; bf16 on GPUs, fp32 on CPU."}),
         }, "optional": {
             "compile": (list(COMPILE_MODES), {"default": "none", "tooltip": (
@@ -72,12 +75,14 @@ class KnotForcingVAELoader:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_VAE,)
     RETURN_NAMES = ("vae",)
+    OUTPUT_TOOLTIPS = ("The Wan2.1 VAE: to Encode Reference and the Streaming Sampler.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae_name": (host().list_models("vae"), {"tooltip": "From models/vae: wan_2.1_vae.safetensors."}),
+            "vae_name": (host().list_models("vae"), {"tooltip": "From models/vae: wan_2.1_vae.safetensors "
+                                                                "(Comfy-Org/Wan_2.1_ComfyUI_repackaged)."}),
             "dtype": (list(VAE_DTYPES), {"default": "fp32", "tooltip": "fp32 is exact; bf16 halves its memory."}),
         }}
 
@@ -93,13 +98,14 @@ class KnotForcingVAEFromComfy:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_VAE,)
     RETURN_NAMES = ("vae",)
+    OUTPUT_TOOLTIPS = ("The same weights as the pack's VAE: to Encode Reference and the Streaming Sampler.",)
     FUNCTION = "convert"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "vae": ("VAE", {"tooltip": "Output of the core Load VAE node with wan_2.1_vae.safetensors."}),
-            "dtype": (list(VAE_DTYPES), {"default": "fp32"}),
+            "dtype": (list(VAE_DTYPES), {"default": "fp32", "tooltip": "fp32 is exact; bf16 halves its memory."}),
         }}
 
     def convert(self, vae, dtype: str):
@@ -121,6 +127,7 @@ class KnotForcingEncodeReference:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_REFERENCE,)
     RETURN_NAMES = ("reference",)
+    OUTPUT_TOOLTIPS = ("The photo's latent at the video size: to the Streaming Sampler's reference.",)
     FUNCTION = "encode"
 
     @classmethod
@@ -132,9 +139,11 @@ class KnotForcingEncodeReference:
         centre = {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Crop centre for 'crop' (0..1)."}
         return {"required": {
             "model": (KNOT_MODEL, {"tooltip": "Sets the working resolution (its recommended area)."}),
-            "vae": (KNOT_VAE,),
+            "vae": (KNOT_VAE, {"tooltip": "Encodes the photo (Knot Forcing VAE Loader, or the Demo Model's vae)."}),
             "image": ("IMAGE", {"tooltip": "A face-sized portrait (>= 64 px; 512 px or more recommended)."}),
-            "framing": (list(FRAMING_MODES), {"default": "crop"}),
+            "framing": (list(FRAMING_MODES), {"default": "crop", "tooltip": (
+                "crop: around center_x/y; face_crop: around a skin-colour guess of the face; pad: fit and extend "
+                "the edges; stretch: resize.")}),
             "width": ("INT", size), "height": ("INT", size),
             "center_x": ("FLOAT", centre), "center_y": ("FLOAT", centre),
         }, "optional": {
@@ -170,6 +179,7 @@ class KnotForcingNoReference:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_REFERENCE,)
     RETURN_NAMES = ("reference",)
+    OUTPUT_TOOLTIPS = ("The video size only: to the Streaming Sampler's reference (text-driven models).",)
     FUNCTION = "make"
 
     @classmethod

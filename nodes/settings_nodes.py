@@ -30,6 +30,7 @@ class SettingsNode:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_SETTINGS,)
     RETURN_NAMES = ("settings",)
+    OUTPUT_TOOLTIPS = ("To the Streaming Sampler's settings (or another settings node's settings input).",)
     FUNCTION = "build"
 
 
@@ -74,7 +75,9 @@ class KnotForcingRunningAhead(SettingsNode):
     def INPUT_TYPES(cls):
         d = DEFAULTS
         return {"required": {
-            "running_ahead": ("BOOLEAN", {"default": d.running_ahead}),
+            "running_ahead": ("BOOLEAN", {"default": d.running_ahead,
+                                          "tooltip": "Move the reference ahead of the video as it grows (paper: "
+                                                     "running ahead); off keeps it at a fixed index."}),
             "ahead_init": ("INT", {"default": d.ahead_init, "min": 1, "max": 4096, "tooltip": "n_init."}),
             "ahead_step": ("INT", {"default": d.ahead_step, "min": 1, "max": 4096, "tooltip": "s."}),
         }, "optional": {

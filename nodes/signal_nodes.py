@@ -43,6 +43,7 @@ class SignalNode:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_SIGNAL,)
     RETURN_NAMES = ("signals",)
+    OUTPUT_TOOLTIPS = ("The driving signals so far: to the Streaming Sampler, or to another signal node to add one.",)
     FUNCTION = "build"
 
 
@@ -51,12 +52,14 @@ class KnotForcingAudioEncoderLoader:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_AUDIO_ENCODER,)
     RETURN_NAMES = ("audio_encoder",)
+    OUTPUT_TOOLTIPS = ("wav2vec2: to the Audio Signal.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"encoder_name": (host().list_models("audio_encoders"), {
-            "tooltip": "e.g. wav2vec2-base-960h/model.safetensors (config.json beside it is used if present)."})}}
+            "tooltip": "wav2vec2-base-960h/model.safetensors from facebook/wav2vec2-base-960h (config.json beside "
+                       "it is used if present)."})}}
 
     def load(self, encoder_name: str):
         from knot_core.signals import Wav2Vec2Features, load_wav2vec2
@@ -76,7 +79,7 @@ class KnotForcingAudioSignal(SignalNode):
     def INPUT_TYPES(cls):
         return {"required": {
             "audio": ("AUDIO", {"tooltip": "From the core Load Audio node."}),
-            "audio_encoder": (KNOT_AUDIO_ENCODER,),
+            "audio_encoder": (KNOT_AUDIO_ENCODER, {"tooltip": "From the Knot Forcing wav2vec2 Loader."}),
             "fps": ("FLOAT", FPS), "end_policy": (list(END_POLICIES), END),
         }, "optional": {"signals": (KNOT_SIGNAL, CHAIN)}}
 

@@ -34,6 +34,7 @@ class LoadedModel:
     model: KnotDiT
     info: ModelInfo
     threads: int | None = None  # CPU intra-op threads to render with (None: the host's setting)
+    takes_text: bool = True  # False: trained without a prompt (the demo), so running without text is no warning
 
 
 @dataclass(frozen=True)
