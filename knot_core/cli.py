@@ -24,11 +24,20 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-heads", type=int, metavar="N",
                    help="attention heads for files that do not store it (default: dim / 128, as in every Wan2.1)")
     p.add_argument("--text-len", type=int, metavar="L", help="text context length (default 512, Wan's umT5 length)")
+    _add_loop_option(p)
+
+
+def _add_loop_option(p: argparse.ArgumentParser) -> None:
+    from .model_loops import LOOPS
+
+    p.add_argument("--loop", choices=tuple(LOOPS), default=None,
+                   help="run the file with this public model's own loop (default: what the file names, e.g. "
+                        "LiveTalk's layout; needed for Causal Forcing .pt files, which look like Self Forcing's)")
 
 
 def _model_kwargs(args: argparse.Namespace) -> dict:
     return {"lora": args.lora, "lora_alpha": args.lora_alpha, "num_heads": args.num_heads,
-            "text_len": args.text_len}
+            "text_len": args.text_len, "loop": args.loop}
 
 
 def add_convert(sub: argparse._SubParsersAction) -> None:
@@ -129,6 +138,7 @@ def add_render(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     g.add_argument("--compile", choices=COMPILE_MODES, default="none",
                    help="torch.compile the DiT blocks (faster chunks after a compile of the first ones)")
+    _add_loop_option(g)
     _add_job_options(p)
     _add_stream_options(p)
 
@@ -143,7 +153,7 @@ def _render_job(args: argparse.Namespace):
                 if getattr(args, f.name) is not None}
     own = ("reference", "model", "vae", "out", "audio", "pose", "expression", "text", "wav2vec", "seconds",
            "frames", "seed", "fps", "width", "height", "fit", "dtype", "device", "crf", "compile", "save_every",
-           "resume", "overwrite")
+           "resume", "overwrite", "loop")
     return RenderJob(settings=settings, **{k: getattr(args, k) for k in own})
 
 

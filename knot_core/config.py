@@ -27,6 +27,14 @@ COND_EXTRA_CHANNELS: dict[str, int] = {"noise": 0, "noise_ref_mask": LATENT_CHAN
 
 Strategy = Literal["knot", "self_forcing", "longlive", "rolling_forcing"]
 STRATEGIES: tuple[str, ...] = ("knot", "self_forcing", "longlive", "rolling_forcing")
+# Precision of the timesteps the model is given (LiveTalk feeds bf16: 937.5 is seen as 936).
+TIMESTEP_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+# How known frames (the reference at latent 0) enter the noisy input between steps: re-noised to the
+# step's level (ours), or written clean (LiveTalk's `noisy_input[:, :1] = ref` before every step).
+REFERENCE_PINS: tuple[str, ...] = ("noised", "clean")
+# Where the frame sink sits: re-indexed just before the window (positions never grow), or at its
+# absolute positions 0..sink_len-1 (LiveTalk, LongLive's default model: K stored roped at absolute positions).
+SINK_POSITIONS: tuple[str, ...] = ("reindexed", "absolute")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -138,6 +146,10 @@ class StreamConfig:
     context_noise: int = 0
     start_from_reference: bool = True
     sink_len: int = field(default=0)
+    first_chunk_steps: tuple[int, ...] = ()  # steps of chunk 0 when they differ (Causal Forcing++: the 4-step list)
+    timestep_dtype: str = "float32"
+    reference_pin: str = "noised"
+    sink_position: str = "reindexed"
 
     def __post_init__(self) -> None:
         _check(self.strategy in STRATEGIES, f"strategy={self.strategy!r}; allowed: {', '.join(STRATEGIES)}")
@@ -146,10 +158,17 @@ class StreamConfig:
                f"knot_len={self.knot_len}; must be in [0, chunk_len-1] = [0, {self.chunk_len - 1}]")
         _check(self.window_len >= 1, f"window_len={self.window_len}; must be >= 1 latent frame")
         _check(len(self.steps) >= 1, "steps is empty; give at least one denoising step, e.g. 1000,750,500,250")
-        _check(all(0 < s <= 1000 for s in self.steps),
-               f"steps={list(self.steps)}; each step must be in (0, 1000]")
-        _check(all(a > b for a, b in zip(self.steps, self.steps[1:])),
-               f"steps={list(self.steps)}; steps must be strictly decreasing, e.g. 1000,750,500,250")
+        for name in ("steps", "first_chunk_steps"):
+            steps = getattr(self, name)
+            _check(all(0 < s <= 1000 for s in steps), f"{name}={list(steps)}; each step must be in (0, 1000]")
+            _check(all(a > b for a, b in zip(steps, steps[1:])),
+                   f"{name}={list(steps)}; steps must be strictly decreasing, e.g. 1000,750,500,250")
+        _check(self.timestep_dtype in TIMESTEP_DTYPES,
+               f"timestep_dtype={self.timestep_dtype!r}; allowed: {', '.join(TIMESTEP_DTYPES)}")
+        _check(self.reference_pin in REFERENCE_PINS,
+               f"reference_pin={self.reference_pin!r}; allowed: {', '.join(REFERENCE_PINS)}")
+        _check(self.sink_position in SINK_POSITIONS,
+               f"sink_position={self.sink_position!r}; allowed: {', '.join(SINK_POSITIONS)}")
         _check(self.shift > 0, f"shift={self.shift}; must be > 0")
         _check(0.0 <= self.fusion_weight <= 1.0, f"fusion_weight={self.fusion_weight}; must be in [0, 1]")
         _check(self.ahead_step >= 1, f"ahead_step={self.ahead_step}; must be >= 1")
@@ -159,6 +178,10 @@ class StreamConfig:
         if self.strategy != "knot":
             _check(self.knot_len == 0, f"knot_len={self.knot_len} with strategy={self.strategy!r}; "
                    "only the 'knot' strategy uses a temporal knot (set knot_len=0)")
+        if self.strategy == "rolling_forcing":
+            _check(not self.first_chunk_steps and self.reference_pin == "noised" and self.timestep_dtype == "float32",
+                   "first_chunk_steps, reference_pin='clean' and timestep_dtype='bfloat16' are settings of the "
+                   "per-chunk strategies; rolling_forcing denoises a window of chunks jointly (unset them)")
         if self.strategy in ("longlive", "rolling_forcing"):
             _check(self.sink_len >= 1, f"sink_len={self.sink_len} with strategy={self.strategy!r}; "
                    "the frame sink needs >= 1 latent frame")
@@ -175,6 +198,10 @@ class StreamConfig:
             base.update(knot_len=0, anchor=False, running_ahead=False, window_len=6, sink_len=3)
         base.update(overrides)
         return cls(**base)
+
+    def steps_of_chunk(self, first_frame: int) -> tuple[int, ...]:
+        """Denoising steps of the chunk starting at latent first_frame (chunk 0 may have its own list)."""
+        return self.first_chunk_steps if first_frame == 0 and self.first_chunk_steps else self.steps
 
     @property
     def span(self) -> int:

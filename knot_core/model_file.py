@@ -39,21 +39,25 @@ KNOWN_ADAPTER_MODULES = {"avatar_audio": "knot_core.adapters.avatar_audio",
 
 @dataclass(frozen=True)
 class SamplerDefaults:
-    """Recommended sampling settings of a model: the chunk loop, output fps, and (height, width) in pixels."""
+    """Recommended sampling settings of a model: the chunk loop, output fps, (height, width) in pixels, and how
+    its audio front end aligns wav2vec2 rows to latents ("avatarforcing": a zero row first; "livetalk": the
+    first row repeated, rows at 16 fps)."""
 
     stream: StreamConfig
     fps: int = 16
     resolution: tuple[int, int] = (480, 832)
+    audio_alignment: str = "avatarforcing"
 
     def to_json(self) -> dict:
         return {**asdict(self.stream), "steps": list(self.stream.steps), "fps": self.fps,
-                "resolution": list(self.resolution)}
+                "resolution": list(self.resolution), "audio_alignment": self.audio_alignment}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SamplerDefaults:
         names = {f.name for f in fields(StreamConfig)}
-        stream = {k: (tuple(v) if k == "steps" else v) for k, v in data.items() if k in names}
-        return cls(StreamConfig(**stream), int(data.get("fps", 16)), tuple(data.get("resolution", (480, 832))))
+        stream = {k: (tuple(v) if k in ("steps", "first_chunk_steps") else v) for k, v in data.items() if k in names}
+        return cls(StreamConfig(**stream), int(data.get("fps", 16)), tuple(data.get("resolution", (480, 832))),
+                   str(data.get("audio_alignment", "avatarforcing")))
 
 
 # Recommendations per source format (FIELD_NOTES §1-3): Knot Forcing's c=3 + k=1 for the 33-channel
@@ -94,6 +98,9 @@ class ModelInfo:
     param_count: int = 0
     path: str = ""
     unattached: Mapping[str, Tensor] = field(default_factory=dict, repr=False)
+    loop: str = ""  # the model loop whose settings `sampler` holds ("" = the format's defaults)
+    loop_source: str = ""  # "detected" (named by the file), "chosen" (by the user), or "" (format default)
+    same_layout: tuple[str, ...] = ()  # loops of other public models with exactly this file layout
 
     @property
     def expects_text(self) -> bool:
@@ -216,7 +223,8 @@ def save_knot_model(model: nn.Module, path: str | Path, info: ModelInfo | None =
     the source description and any adapter weights whose class is not registered."""
     cfg: DiTConfig = model.cfg
     sampler = sampler or (info.sampler if info is not None else SamplerDefaults(StreamConfig()))
-    source = {"format": info.format, "lora_merged": info.lora_merged, "lora_scale": info.lora_scale} if info else {}
+    source = {"format": info.format, "lora_merged": info.lora_merged, "lora_scale": info.lora_scale,
+              "loop": info.loop, "loop_source": info.loop_source} if info else {}
     tensors = dict(model.state_dict())
     if info is not None:
         tensors.update(info.unattached)

@@ -19,6 +19,13 @@ def _timesteps(value: float, batch: int, frames: int, device) -> Tensor:
     return torch.full((batch, frames), value, dtype=torch.float64, device=device)
 
 
+def model_timesteps(t: Tensor, timestep_dtype: str) -> Tensor:
+    """The timesteps as the model is given them: bfloat16 rounds 937.5 to 936 (LiveTalk), and the DiT then
+    rounds its sinusoid to that dtype too; sigmas are always looked up from the exact values. "float32" keeps
+    the schedule's values as they are (float32-built tables, held in float64 so nothing rounds twice)."""
+    return t.to(torch.bfloat16) if timestep_dtype == "bfloat16" else t
+
+
 def start_noise(known: Known, sigma: Tensor, eps: Tensor) -> Tensor:
     """Initial x: pure noise, with known regions already at the first step's noise level."""
     return known.mask * renoise(known.latent, sigma, eps) + (1 - known.mask) * eps
@@ -26,15 +33,22 @@ def start_noise(known: Known, sigma: Tensor, eps: Tensor) -> Tensor:
 
 def denoise_chunk(memory, sched: FlowSchedule, steps: tuple[int, ...], noise, known: Known,
                   reference: Tensor | None, first_frame: int, anchor_position: int | None,
-                  driving: DrivingTokens | None) -> Tensor:
-    """All denoising steps of one chunk -> fused x0 prediction (B, 16, F, h, w)."""
+                  driving: DrivingTokens | None, *, timestep_dtype: str = "float32", pin_clean: bool = False
+                  ) -> Tensor:
+    """All denoising steps of one chunk -> fused x0 prediction (B, 16, F, h, w).
+
+    pin_clean: known frames enter every step's input clean, not re-noised (LiveTalk's reference pin).
+    """
     b, _, frames, h, w = known.latent.shape
     device, dcfg = known.latent.device, memory.model.cfg
     ts = [sched.warp(s) for s in steps]
     sigmas = [sched.sigma(_timesteps(t, b, frames, device)) for t in ts]
     x = start_noise(known, sigmas[0], noise.draw((b, 16, frames, h, w), device))
     for j, t in enumerate(ts):
-        v = memory.predict(model_input(dcfg, x, known, reference), _timesteps(t, b, frames, device),
+        if pin_clean:
+            x = known.pin(x)
+        v = memory.predict(model_input(dcfg, x, known, reference),
+                           model_timesteps(_timesteps(t, b, frames, device), timestep_dtype),
                            first_frame, anchor_position, driving)
         x0 = predict_x0(x, v, sigmas[j])
         if j + 1 == len(ts):

@@ -64,10 +64,13 @@ def anchor_position(cfg: StreamConfig, first_frame: int, ref_index: int) -> int 
     """Temporal index of the anchor's first frame for a forward starting at first_frame.
 
     knot: the reference at n. longlive / rolling_forcing: the frame sink, re-indexed to sit
-    just before the oldest visible window frame, so positions never grow with the stream.
+    just before the oldest visible window frame, so positions never grow with the stream; or,
+    with sink_position "absolute", at its own positions 0..sink_len-1 (LiveTalk).
     """
     if cfg.uses_reference_anchor:
         return ref_index
     if cfg.sink_len:
+        if cfg.sink_position == "absolute":
+            return 0
         return max(first_frame - cfg.window_len, cfg.sink_len) - cfg.sink_len
     return None

@@ -110,7 +110,8 @@ def generate(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, state: Str
             known = chunk_known(cfg, cfg.span, i, knot=state.knot, reference=ref, keep_mask=inputs.keep_mask,
                                 like=like)
             driving = encode_driving(model.driving, inputs.signals, i, cfg.span, device)
-            x0 = denoise_chunk(memory, sched, cfg.steps, state.noise, known, ref, i, anchor_at, driving)  # 3
+            x0 = denoise_chunk(memory, sched, cfg.steps_of_chunk(i), state.noise, known, ref, i, anchor_at, driving,
+                               timestep_dtype=cfg.timestep_dtype, pin_clean=cfg.reference_pin == "clean")  # 3
             committed, state.knot = x0[:, :, :c], (x0[:, :, c:] if cfg.knot_len else None)  # 4
         commit_chunk(memory, sched, cfg.context_noise, state.noise, committed, known.frames(0, c), ref, i,
                      anchor_at, slice_driving(driving, 0, c))  # 5
