@@ -66,7 +66,9 @@ FORMATS: dict[str, FormatSpec] = {s.name: s for s in (
     FormatSpec("knot", "Knot Forcing model file (safetensors with knot_forcing metadata)"),
     FormatSpec("wan", "Wan2.1 native DiT weights (unprefixed Wan keys)"),
     FormatSpec("comfyui", "ComfyUI diffusion model (keys prefixed model.diffusion_model.)"),
-    FormatSpec("forcing_pt", "Self Forcing-family training checkpoint (.pt generator/generator_ema, prefix model.)"),
+    FormatSpec("forcing_pt", "Self Forcing-family training checkpoint (.pt generator/generator_ema, prefix model.; "
+               "Self Forcing, Rolling Forcing and CausVid files are identical in layout: a Rolling Forcing file "
+               "needs strategy rolling_forcing)"),
     FormatSpec("longlive", "LongLive: Self Forcing-style base with a PEFT LoRA (rank 256, alpha 256)",
                lora_alpha=None),
     FormatSpec("avatarforcing", "AvatarForcing: 33-channel DiT with un-merged PEFT LoRA (r 128, alpha 64) "

@@ -80,13 +80,13 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     """One flag per StreamConfig field, same name with dashes; unset flags keep the model's defaults."""
     import dataclasses
 
-    from .config import STRATEGIES, StreamConfig
+    from .config import SINK_POSITIONS, STRATEGIES, StreamConfig
 
     g = p.add_argument_group("stream settings (default: the model file's recommendation)")
     for f in dataclasses.fields(StreamConfig):
         flag, kind = "--" + f.name.replace("_", "-"), type(f.default if f.default is not dataclasses.MISSING else 0)
-        if f.name == "strategy":
-            g.add_argument(flag, choices=STRATEGIES, default=None)
+        if f.name in ("strategy", "sink_positions"):
+            g.add_argument(flag, choices=STRATEGIES if f.name == "strategy" else SINK_POSITIONS, default=None)
         elif kind is bool:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         elif kind is tuple:

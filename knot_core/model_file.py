@@ -60,11 +60,14 @@ class SamplerDefaults:
                    str(data.get("audio_alignment", "avatarforcing")))
 
 
-# Recommendations per source format (FIELD_NOTES §1-3): Knot Forcing's c=3 + k=1 for the 33-channel
-# inpainting DiT (AvatarForcing trains 4-frame blocks = c + k, its steps/shift, 25 fps); each peer's own
-# strategy for the T2V students.
+# Recommendations per source format: each file runs the loop it was distilled for, with its authors'
+# published settings (engine/visibility.py states each loop). AvatarForcing: its windowed loop at 25 fps.
+# LongLive: window 6 + sink 3 + chunk 3 = its local_attn_size 12, the default model's absolute sink.
+# Self Forcing-family .pt files (Self Forcing, Rolling Forcing, CausVid) are saved by the same trainer
+# with the same keys, so the file cannot say which loop it was trained for: Self Forcing's is recommended
+# and a Rolling Forcing file needs strategy rolling_forcing (CLI --strategy, Knot Settings node).
 FORMAT_SAMPLERS: dict[str, SamplerDefaults] = {
-    "avatarforcing": SamplerDefaults(StreamConfig(chunk_len=3, knot_len=1, steps=(1000, 800, 400, 200)), fps=25),
+    "avatarforcing": SamplerDefaults(StreamConfig.for_strategy("avatar_forcing"), fps=25),
     "longlive": SamplerDefaults(StreamConfig.for_strategy("longlive")),
     "forcing_pt": SamplerDefaults(StreamConfig.for_strategy("self_forcing")),
     "comfyui": SamplerDefaults(StreamConfig.for_strategy("self_forcing")),
@@ -108,7 +111,13 @@ class ModelInfo:
         return True
 
     def stream_config(self, **overrides) -> StreamConfig:
-        return self.sampler.stream.replace(**overrides) if overrides else self.sampler.stream
+        """The recommended loop with the user's overrides. Choosing another strategy starts from that
+        strategy's published settings: the recommendation's window, sink and steps belong to its own loop."""
+        base = self.sampler.stream
+        strategy = overrides.get("strategy")
+        if strategy is not None and strategy != base.strategy:
+            return StreamConfig.for_strategy(strategy, **{k: v for k, v in overrides.items() if k != "strategy"})
+        return base.replace(**overrides) if overrides else base
 
 
 @dataclass(frozen=True)

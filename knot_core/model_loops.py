@@ -50,7 +50,7 @@ LOOPS: dict[str, ModelLoop] = {loop.name: loop for loop in (
               "in bf16 [1000, 936, 832, 624], sink of the first 9 latents at absolute positions + 3-latent window, "
               "reference pinned clean at latent 0, 16 fps audio, 512x512",
               SamplerDefaults(StreamConfig.for_strategy(
-                  "longlive", chunk_len=3, window_len=3, sink_len=9, sink_position="absolute", steps=CF_STEPS,
+                  "longlive", chunk_len=3, window_len=3, sink_len=9, sink_positions="absolute", steps=CF_STEPS,
                   timestep_dtype="bfloat16", reference_pin="clean"), fps=16, resolution=(512, 512),
                   audio_alignment="livetalk"), layout="noise_ref_mask"),
     ModelLoop("causal_forcing_chunkwise", "Causal Forcing chunk-wise 4-step (zhuhz22/Causal-Forcing "

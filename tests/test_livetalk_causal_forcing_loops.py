@@ -78,7 +78,7 @@ def test_livetalk_loop_equals_the_reference(livetalk):
 
 
 @pytest.mark.parametrize("change", [
-    {"sink_position": "reindexed"},  # sink moved next to the window instead of its absolute positions
+    {"sink_positions": "relative"},  # sink moved next to the window instead of its absolute positions
     {"window_len": 2}, {"window_len": 4},  # window off by one
     {"sink_len": 8},
     {"timestep_dtype": "float32"},  # 937.5 instead of the bf16 936 the model was given

@@ -63,8 +63,8 @@ def test_livetalk_file_is_recognised_and_loads_strictly(tmp_path, capsys):
     assert lines["driving"] == "avatar_audio (avatar_audio)"
     assert lines["loop"] == "livetalk (named by the file)"
     assert lines["sampler"] == (
-        "strategy longlive, chunk_len 3, knot_len 0, window_len 3, sink_len 9, steps 1000,750,500,250, shift 5, "
-        "fps 16, resolution 512x512, sink_position absolute, timestep_dtype bfloat16, reference_pin clean, "
+        "strategy longlive, chunk_len 3, knot_len 0, window_len 3, sink_len 9, sink_positions absolute, "
+        "steps 1000,750,500,250, shift 5, fps 16, resolution 512x512, timestep_dtype bfloat16, reference_pin clean, "
         "audio_alignment livetalk")
     loaded, info = load_dit(tmp_path / "model.safetensors", dtype="fp32", **KW)
     assert info.sampler == LOOPS["livetalk"].sampler
