@@ -42,7 +42,7 @@ class RowsSignal(DrivingSignal):
         return self.rows[start:start + count]
 
 
-def _stream(model, cfg, inputs, chunks):
+def stream_chunks(model, cfg, inputs, chunks):
     state = start_stream(model, cfg, inputs, seed=SEED)
     return [c.latents for c in itertools.islice(generate(model, cfg, inputs, state), chunks)]
 
@@ -51,14 +51,13 @@ def _max_diff(a, b):
     return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
 
 
-@pytest.fixture(scope="module")
-def livetalk():
+def livetalk_case(blocks: int = 8):
+    """(model, inputs, reference chunks) of a tiny LiveTalk-layout DiT with random audio rows."""
     torch.manual_seed(0)
     # 4 layers: LiveTalk injects audio before blocks 2..num_layers//2 (here block 2, one audio_cond_proj)
     model = KnotDiT(DiTConfig(num_layers=4, cond_layout="noise_ref_mask", **TINY)).eval()
     model.add_adapter("avatar_audio", AvatarAudioAdapter(AvatarAudioConfig(feature_dim=8, token_dim=4, dim=64,
                                                                            num_blocks=1)).eval())
-    blocks = 8
     rows = torch.randn(4 * 3 * blocks - 3, 8)  # T = 4n - 3 video frames for n latents
     inputs = StreamInputs(HW, reference=torch.randn(1, 16, 1, *HW), text=torch.randn(1, 5, 32),
                           signals=(RowsSignal(rows),))
@@ -67,10 +66,15 @@ def livetalk():
     return model, inputs, ref
 
 
+@pytest.fixture(scope="module")
+def livetalk():
+    return livetalk_case()
+
+
 def test_livetalk_loop_equals_the_reference(livetalk):
     model, inputs, ref = livetalk
     cfg = LOOPS["livetalk"].sampler.stream
-    ours = _stream(model, cfg, inputs, len(ref))
+    ours = stream_chunks(model, cfg, inputs, len(ref))
     assert len(ours) == 8 and ours[0].shape == (1, 16, 3, *HW)
     assert _max_diff(ours, ref) <= TOL
     assert torch.equal(ours[0][:, :, :1], inputs.reference)  # the reference pinned at latent 0
@@ -87,7 +91,7 @@ def test_livetalk_loop_equals_the_reference(livetalk):
 def test_livetalk_wrong_variants_fail(livetalk, change):
     model, inputs, ref = livetalk
     cfg = LOOPS["livetalk"].sampler.stream.replace(**change)
-    assert _max_diff(_stream(model, cfg, inputs, len(ref)), ref) > WRONG
+    assert _max_diff(stream_chunks(model, cfg, inputs, len(ref)), ref) > WRONG
 
 
 def test_livetalk_audio_alignment_matters(livetalk):
@@ -99,14 +103,18 @@ def test_livetalk_audio_alignment_matters(livetalk):
             return [0] * 4 if k == 0 else list(range(4 * k - 4, 4 * k))
 
     shifted = replace(inputs, signals=(ZeroRowFirst(inputs.signals[0].rows),))
-    assert _max_diff(_stream(model, LOOPS["livetalk"].sampler.stream, shifted, len(ref)), ref) > WRONG
+    assert _max_diff(stream_chunks(model, LOOPS["livetalk"].sampler.stream, shifted, len(ref)), ref) > WRONG
+
+
+def t2v_case():
+    torch.manual_seed(1)
+    model = KnotDiT(DiTConfig(num_layers=2, **TINY)).eval()
+    return model, StreamInputs(HW, text=torch.randn(1, 5, 32))
 
 
 @pytest.fixture(scope="module")
 def t2v():
-    torch.manual_seed(1)
-    model = KnotDiT(DiTConfig(num_layers=2, **TINY)).eval()
-    return model, StreamInputs(HW, text=torch.randn(1, 5, 32))
+    return t2v_case()
 
 
 CF_CASES = {  # loop -> chunks run (chunk-wise: 8 x 3 = 24 latents, past the peer's 21: our sliding extension)
@@ -115,8 +123,9 @@ CF_CASES = {  # loop -> chunks run (chunk-wise: 8 x 3 = 24 latents, past the pee
 }
 
 
-def _cf_reference(t2v, name, chunks):
-    model, inputs = t2v
+def cf_reference(case, name, chunks):
+    """The reference chunks of a Causal Forcing loop on case = (model, inputs)."""
+    model, inputs = case
     s = LOOPS[name].sampler.stream
     with torch.no_grad():
         return causal_forcing_reference(model, model.encode_text(inputs.text), HW, SEED, chunks, s.chunk_len,
@@ -126,8 +135,8 @@ def _cf_reference(t2v, name, chunks):
 @pytest.mark.parametrize("name", list(CF_CASES))
 def test_causal_forcing_loops_equal_the_reference(t2v, name):
     model, inputs = t2v
-    ref = _cf_reference(t2v, name, CF_CASES[name])
-    ours = _stream(model, LOOPS[name].sampler.stream, inputs, len(ref))
+    ref = cf_reference(t2v, name, CF_CASES[name])
+    ours = stream_chunks(model, LOOPS[name].sampler.stream, inputs, len(ref))
     assert len(ours) == CF_CASES[name] >= 8
     assert _max_diff(ours, ref) <= TOL
     assert float((ours[0] - ours[-1]).abs().max()) > 1e-2
@@ -141,9 +150,9 @@ def test_causal_forcing_loops_equal_the_reference(t2v, name):
 ])
 def test_causal_forcing_wrong_variants_fail(t2v, name, change):
     model, inputs = t2v
-    ref = _cf_reference(t2v, name, CF_CASES[name])
+    ref = cf_reference(t2v, name, CF_CASES[name])
     cfg = LOOPS[name].sampler.stream.replace(**change)
-    assert _max_diff(_stream(model, cfg, inputs, len(ref)), ref) > WRONG
+    assert _max_diff(stream_chunks(model, cfg, inputs, len(ref)), ref) > WRONG
 
 
 def test_a_bf16_timestep_gets_its_sinusoid_in_bf16_as_livetalk_computes_it():
