@@ -164,3 +164,51 @@ def test_loop_settings_are_the_published_ones():
         "causal_forcing_pp_2step": (21, (1000, 500), (1000, 750, 500, 250)),
         "causal_forcing_pp_1step": (21, (1000,), (1000, 750, 500, 250)),
     }
+
+
+def _write_wav(path, seconds: float) -> None:
+    import wave
+
+    t = torch.arange(int(16000 * seconds)) / 16000
+    samples = (0.3 * torch.sin(2 * torch.pi * 220 * t) * 32767).to(torch.int16)
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes(samples.numpy().tobytes())
+
+
+def test_a_livetalk_file_renders_with_its_own_loop_and_audio_front_end(tmp_path):
+    """End to end: nothing but the file chooses LiveTalk's loop, 16 fps and its audio alignment."""
+    transformers = pytest.importorskip("transformers")
+    import cv2
+    import numpy as np
+
+    from knot_core.render import RenderJob, render
+    from knot_core.render_session import open_session
+    from knot_core.vae import VAEConfig, WanVAE
+    from knot_core.video_reader import probe
+
+    torch.manual_seed(0)
+    w2v = transformers.Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=1, intermediate_size=32,
+                                      conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                                      vocab_size=8)
+    transformers.Wav2Vec2Model(w2v).save_pretrained(tmp_path / "wav2vec2")
+    # head_dim 128 as in every Wan (a render infers the head count from it)
+    model = KnotDiT(DiTConfig(num_layers=4, cond_layout="noise_ref_mask", dim=128, ffn_dim=128, num_heads=1,
+                              freq_dim=32, text_dim=32))
+    model.add_adapter("avatar_audio", AvatarAudioAdapter(AvatarAudioConfig(feature_dim=3 * 16, token_dim=4, dim=128,
+                                                                           num_blocks=1)))
+    save_file(_livetalk_keys(model), tmp_path / "model.safetensors")
+    save_file(WanVAE(VAEConfig.tiny()).state_dict(), str(tmp_path / "vae.safetensors"))
+    cv2.imwrite(str(tmp_path / "ref.png"), (np.random.default_rng(0).random((48, 48, 3)) * 255).astype(np.uint8))
+    _write_wav(tmp_path / "speech.wav", 3.0)
+    job = RenderJob(reference=tmp_path / "ref.png", model=tmp_path / "model.safetensors",
+                    vae=tmp_path / "vae.safetensors", out=tmp_path / "out.mp4", audio=tmp_path / "speech.wav",
+                    wav2vec=tmp_path / "wav2vec2", width=32, height=32, frames=57, dtype="fp32", device="cpu")
+    session = open_session(job)
+    assert session.cfg == LOOPS["livetalk"].sampler.stream and session.fps == 16
+    (audio,) = session.inputs.signals
+    assert audio.alignment == "livetalk" and audio.num_frames == 3 * 16 + 1
+    result = render(job)
+    assert result.frames == 57 and probe(tmp_path / "out.mp4").fps == 16
