@@ -212,3 +212,14 @@ def test_a_livetalk_file_renders_with_its_own_loop_and_audio_front_end(tmp_path)
     assert audio.alignment == "livetalk" and audio.num_frames == 3 * 16 + 1
     result = render(job)
     assert result.frames == 57 and probe(tmp_path / "out.mp4").fps == 16
+
+
+def test_knot_settings_on_a_loop_override_only_their_widgets():
+    types = pytest.importorskip("nodes.types")
+    settings_nodes = pytest.importorskip("nodes.settings_nodes")
+    livetalk = LOOPS["livetalk"].sampler.stream
+    settings = settings_nodes.KnotForcingKnotSettings().build("longlive", 3, 0, 4, "1000,750,500,250", 5.0, 0.5)[0]
+    assert isinstance(settings, types.KnotSettings)
+    assert settings.resolve(livetalk) == livetalk.replace(window_len=4)  # sink 9 absolute, bf16, clean pin kept
+    other = settings_nodes.KnotForcingKnotSettings().build("self_forcing", 1, 0, 20, "1000,500", 5.0, 0.5)[0]
+    assert other.resolve(livetalk) == other.stream  # another strategy: its own defaults
