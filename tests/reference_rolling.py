@@ -94,7 +94,7 @@ class RollingReference:
                 out.append((sid, delta, frames))
         return out
 
-    def _denoise_context(self, i: int) -> list[tuple[int, int, list[int]]]:
+    def denoise_context(self, i: int) -> list[tuple[int, int, list[int]]]:
         p = self.peer
         if p.reference:
             lo = max(i - p.denoise_window, 1)
@@ -104,7 +104,7 @@ class RollingReference:
         lo = max(i - p.denoise_window, p.sink)
         return self._committed(0, p.sink, delta=lo - p.sink) + self._committed(lo, i)
 
-    def _commit_context(self, i: int) -> list[tuple[int, int, list[int]]]:
+    def commit_context(self, i: int) -> list[tuple[int, int, list[int]]]:
         p = self.peer
         if p.reference:
             return [(ReferenceMemory.REF, 0, [0])] + self._committed(max(i - p.denoise_window, 1), i)
@@ -149,7 +149,7 @@ class RollingReference:
             levels.append(0)
             i = lead + len(out) * c  # the oldest block in flight is the next to finish
             x = torch.cat(flight, dim=2)
-            v = self._forward(x, [p.steps[lv] for lv in levels], i, self._denoise_context(i))
+            v = self._forward(x, [p.steps[lv] for lv in levels], i, self.denoise_context(i))
             sigma = torch.tensor([self._sigma(p.steps[lv]) for lv in levels for _ in range(c)], dtype=torch.float64)
             x0 = (x.double() - sigma[None, None, :, None, None] * v.double()).float()
             done = None
@@ -172,6 +172,70 @@ class RollingReference:
         c = self.peer.chunk
         sid = self.graph.next_id
         self.graph.segments[sid] = Segment(self._input(latents), torch.zeros(1, c, dtype=torch.float64),
-                                           list(range(i, i + c)), self._commit_context(i), self._driving(i, c))
+                                           list(range(i, i + c)), self.commit_context(i), self._driving(i, c))
         self.graph.next_id += 1
         self.block_segment[i] = sid
+
+
+# the authors' cache bookkeeping, replayed in frames ------------------------------------------------
+@dataclass(frozen=True)
+class CacheLayout:
+    """Sizes in the authors' CausalWanSelfAttention, in latent frames (their code counts tokens)."""
+
+    cache: int  # kv_cache_size: RF 24, AF 7
+    budget: int  # max_attention_size: RF 21, AF 25
+    sink: int  # frames kept at the cache start: RF block_length (3), AF sink_size (1)
+    prefix: int  # frames written before the windows: AF's reference (1), RF none (0)
+
+
+ROPE_FRAMES = 1024  # rows of the authors' RoPE table
+RF_LAYOUT = CacheLayout(cache=24, budget=21, sink=3, prefix=0)
+AF_LAYOUT = CacheLayout(cache=7, budget=25, sink=1, prefix=1)
+
+
+def replay_cache(peer: RollingPeer, layout: CacheLayout, blocks: int):
+    """For each block whose final window is full: (denoise sink position, denoise cached frames,
+    commit sink position or None, commit cached frames), from the index arithmetic of the authors'
+    K/V-cache branch (global/local end indices, roll-on-evict, working-cache extraction, sink re-rope)
+    run over their window plan, up to where their 1024-row RoPE table ends. Positions and frames are
+    latent indices; own frames are not listed."""
+    c, w = peer.chunk, len(peer.steps)
+    slots: list[int | None] = [None] * layout.cache
+    ends = {"global": 0, "local": 0}
+
+    def forward(start: int, frames: int, updating: bool):
+        written = min(c, frames)
+        end = start + written
+        new = end - ends["global"]
+        local_end = ends["local"] + end - ends["global"]
+        if new > 0 and new + ends["local"] > layout.cache:  # evict: roll everything after the sink left
+            evicted = new + ends["local"] - layout.cache
+            kept = ends["local"] - evicted - layout.sink
+            slots[layout.sink:layout.sink + kept] = slots[layout.sink + evicted:layout.sink + evicted + kept]
+            local_end -= evicted
+        local_start = local_end - written
+        slots[local_start:local_end] = range(start, end)
+        if new > 0:
+            ends["global"], ends["local"] = end, local_end
+        if local_start == 0:
+            return None, []
+        if updating:
+            lo = max(0, local_end - layout.budget)
+            return (0 if lo == 0 else None), [f for f in slots[max(lo, layout.sink):local_start]]
+        lo = max(layout.sink, local_start - (layout.budget - frames - layout.sink))
+        seen = slots[lo:local_start]
+        return start - len(seen) - layout.sink, seen
+
+    if layout.prefix:
+        forward(0, layout.prefix, False)
+    out = []
+    for window in range(blocks + w - 1):
+        first, last = max(0, window - w + 1), window
+        start, frames = layout.prefix + first * c, (last - first + 1) * c
+        if start + frames > ROPE_FRAMES:  # rope_params(1024, ...): causal_rope_apply cannot go past it
+            break
+        denoise = forward(start, frames, False)
+        commit = forward(start, c, True)
+        if window >= w - 1:  # the oldest block is final: keep what its last denoise and its clean pass saw
+            out.append((*denoise, *commit))
+    return out

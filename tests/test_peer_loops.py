@@ -20,7 +20,15 @@ from knot_core.engine.stream import StreamInputs, generate, start_stream
 from knot_core.engine.visibility import PEER_ROPE_FRAMES, commit_visible, denoise_visible
 from knot_core.signals.base import NO_FRAME, DrivingSignal
 from tests.reference_memory import ReferenceMemory
-from tests.reference_rolling import AVATAR_FORCING, ROLLING_FORCING, RollingReference, peer_tables
+from tests.reference_rolling import (
+    AF_LAYOUT,
+    AVATAR_FORCING,
+    RF_LAYOUT,
+    ROLLING_FORCING,
+    RollingReference,
+    peer_tables,
+    replay_cache,
+)
 
 SEED = 3
 SIZE = (8, 8)
@@ -100,8 +108,8 @@ def test_avatar_forcing_equals_the_authors_loop():
 class RefRopedBeforeWindowOnCommit(RollingReference):
     """Wrong variant: the clean pass places the reference like the denoise pass (not at 0)."""
 
-    def _commit_context(self, i):
-        return self._denoise_context(i)
+    def commit_context(self, i):
+        return self.denoise_context(i)
 
 
 class NoAudioOnReference(RollingReference):
@@ -206,3 +214,42 @@ def test_avatar_forcing_far_past_the_authors_range_is_translation_invariant():
         state.next_frame = start
         outs.append([c.latents for c in itertools.islice(generate(model, cfg, inputs, state), 4)])
     assert _max_diff(outs[0], outs[1]) <= 1e-5
+
+
+
+def _reference_seen(entries, sink):
+    """(position of the anchor's frame 0, window frames) of a reference context: the anchor is the reference
+    segment or Rolling Forcing's sink frames 0..sink-1; the window, the other committed frames."""
+    anchor, window = None, []
+    for sid, delta, frames in entries:
+        if sid == ReferenceMemory.REF:
+            anchor = delta
+            continue
+        anchor = delta if frames[0] < sink else anchor
+        window += [f for f in frames if f >= sink]
+    return anchor, sorted(window)
+
+
+def _engine_seen(seen, first_committed, i, anchor_exists):
+    anchor = seen.anchor_position - seen.anchor_from if anchor_exists and seen.anchor_position is not None else None
+    return anchor, [f for f in range(first_committed, i) if f >= seen.window_from]
+
+
+@pytest.mark.parametrize("peer, layout, strategy", [
+    (AVATAR_FORCING, AF_LAYOUT, "avatar_forcing"), (ROLLING_FORCING, RF_LAYOUT, "rolling_forcing")])
+def test_reference_and_engine_rules_are_the_authors_cache_arithmetic(peer, layout, strategy):
+    """The authors' K/V-cache index arithmetic, replayed over every block their 1024-frame RoPE table allows
+    (past every eviction pattern), says block by block what each pass sees; the reference's rules and the
+    engine's visibility say the same."""
+    cfg, c = StreamConfig.for_strategy(strategy), peer.chunk
+    ref = RollingReference(None, peer, None, None)
+    replay = replay_cache(peer, layout, 400)
+    assert len(replay) == {"avatar_forcing": 252, "rolling_forcing": 337}[strategy]  # their RoPE table's end
+    for k, (d_at, d_seen, c_at, c_seen) in enumerate(replay):
+        i = layout.prefix + k * c
+        ref.block_segment = {layout.prefix + b * c: b + 1 for b in range(k)}  # blocks committed so far
+        assert _reference_seen(ref.denoise_context(i), peer.sink) == (d_at, d_seen), k
+        assert _reference_seen(ref.commit_context(i), peer.sink) == (c_at, c_seen), k
+        anchor_exists, first = peer.reference or k > 0, layout.prefix + peer.sink
+        assert _engine_seen(denoise_visible(cfg, i, 0), first, i, anchor_exists) == (d_at, d_seen), k
+        assert _engine_seen(commit_visible(cfg, i, 0), first, i, anchor_exists) == (c_at, c_seen), k

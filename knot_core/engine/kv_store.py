@@ -128,6 +128,9 @@ class CacheView:
         self.in_place = self.slots == list(range(first, self.end))
         self.offset = first * kv.tokens_per_frame if self.in_place else 0  # where the context starts in k_rot / v
         self.values = kv.v if self.in_place else kv.scratch_v()
+        s = kv.tokens_per_frame  # token rows of the seen slots, for gathering (one index for every layer)
+        self.rows = None if self.in_place else torch.tensor([j * s + r for j in self.slots for r in range(s)],
+                                                            device=kv.k.device)
         self.context_rope = rope(positions)
         self.context_tokens = self.context_rope.num_tokens
         self.filled_layers = [False] * kv.num_layers  # shared with `committing` views: same context
@@ -165,10 +168,8 @@ class CacheView:
         if self.in_place:
             self.context_rope.rotate(kv.k[layer, :, o:o + n], out=kv.k_rot[layer, :, o:o + n])
             return
-        s = kv.tokens_per_frame
-        rows = torch.cat([torch.arange(j * s, (j + 1) * s) for j in self.slots]).to(kv.k.device)
-        self.context_rope.rotate(kv.k[layer].index_select(1, rows), out=kv.k_rot[layer, :, :n])
-        self.values[layer, :, :n] = kv.v[layer].index_select(1, rows)
+        self.context_rope.rotate(kv.k[layer].index_select(1, self.rows), out=kv.k_rot[layer, :, :n])
+        self.values[layer, :, :n] = kv.v[layer].index_select(1, self.rows)
 
     def finish_commit(self, sink_len: int) -> None:
         self.kv.commit(self.commit_frames, sink_len)

@@ -70,7 +70,8 @@ def validate_inputs(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs) -> 
                          " — encode the reference at the video resolution")
     if ref is None and (cfg.uses_reference_anchor or dcfg.cond_layout == "noise_ref_mask"):
         raise InputError("this stream anchors on a reference image but none was given; give a reference "
-                         "(or set anchor=False / use a strategy without a reference anchor)")
+                         "(avatar_forcing and 33-channel models always need one; for knot, set anchor=False "
+                         "or use a strategy without a reference anchor)")
     if inputs.text is not None and (inputs.text.dim() != 3 or inputs.text.shape[-1] != dcfg.text_dim
                                     or inputs.text.shape[1] > dcfg.text_len):
         raise InputError(f"text embedding has shape {tuple(inputs.text.shape)}; this model expects (B, L <= "

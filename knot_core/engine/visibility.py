@@ -9,7 +9,7 @@ the distance, which every rule below keeps bounded however long the stream runs.
 
 Per strategy (c = chunk_len, L = window_len, S = sink_len, i = the forward's first frame):
   knot              reference at n (running ahead); window = committed frames in [i - L, i).
-  self_forcing      no anchor; window [i - L, i).
+  self_forcing      no anchor; window [i - L, i) (a sink, if set, as longlive's "relative").
   longlive          sink = frames 0..S-1; window [max(i - L, S), i). sink_positions "relative"
                     (LongLive "infinity"): the sink sits just before the window; "absolute"
                     (LongLive default): at its own indices 0..S-1.
@@ -53,13 +53,13 @@ def _absolute(cfg: StreamConfig, i: int, index: int) -> int:
 
 def denoise_visible(cfg: StreamConfig, i: int, ref_index: int) -> Visible:
     """Context of a denoising forward whose first frame is i (ref_index: the knot reference's n)."""
+    if cfg.strategy == "knot" and cfg.anchor:
+        return Visible(ref_index, i - cfg.window_len)
     lo = max(i - cfg.window_len, cfg.lead_frames + cfg.sink_len)
-    if cfg.strategy == "knot":
-        return Visible(ref_index if cfg.anchor else None, i - cfg.window_len)
-    if cfg.strategy == "self_forcing":
-        return Visible(None, lo)
     if cfg.strategy == "avatar_forcing":
         return Visible(lo - 1, lo)  # the reference right before the oldest visible frame
+    if not cfg.sink_len:
+        return Visible(None, lo)
     if cfg.sink_positions == "absolute":
         return Visible(_absolute(cfg, i, 0), lo)
     return Visible(lo - cfg.sink_len, lo)  # the sink right before the window
