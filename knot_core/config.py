@@ -134,7 +134,11 @@ class StreamConfig:
     (n_init / s): the running-ahead reference index and its increment. sink_positions:
     where a frame sink sits (longlive). commit_window_len (rolling_forcing): frames the clean
     commit pass sees as a plain sliding window, sink included (0 = what the denoise pass sees).
-    Who sees what, per strategy: engine/visibility.py.
+    Who sees what, per strategy: engine/visibility.py. first_chunk_steps: the steps of chunk 0
+    when they differ (Causal Forcing++ runs block 0 with the 4-step list). timestep_dtype: the
+    timesteps as the model is given them (LiveTalk: bfloat16, 937.5 -> 936). reference_pin:
+    "clean" writes the known reference latent into the input of every step (LiveTalk), "noised"
+    re-noises it with the chunk. Named sets of these for public checkpoints: model_loops.py.
     """
 
     strategy: Strategy = "knot"
