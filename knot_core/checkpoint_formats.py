@@ -74,7 +74,8 @@ FORMATS: dict[str, FormatSpec] = {s.name: s for s in (
     FormatSpec("avatarforcing", "AvatarForcing: 33-channel DiT with un-merged PEFT LoRA (r 128, alpha 64) "
                "and an audio adapter", lora_alpha=64.0, adapters=("avatar_audio",)),
     FormatSpec("livetalk", "LiveTalk-1.3B / merged OmniAvatar-1.3B layout: 33-channel DiT with the audio adapter, "
-               "bare Wan keys, LoRA merged", adapters=("avatar_audio",)),
+               "Wan keys, LoRA merged (a merged AvatarForcing file looks the same: choose loop avatar_forcing)",
+               adapters=("avatar_audio",)),
     FormatSpec("lora", "a LoRA delta without base weights"),
 )}
 
@@ -224,7 +225,7 @@ def detect_format(shapes: Shapes, metadata: Mapping[str, str] | None = None,
     adapters = tuple(sorted({a for h, a in ADAPTER_PREFIXES.items() if any(k.startswith(prefix + h) for k in body)}))
     in_dim = body.get(prefix + ANCHOR_KEY, body.get(prefix + "patch_embedding.base_layer.weight"))[1]
     _check_adapter_layout(body, prefix, adapters, in_dim, has_inline_lora)
-    if adapters and not has_inline_lora and not section and prefix in ("", "model."):
+    if adapters and not has_inline_lora and not section:  # AvatarForcing's .pt always has its generator section
         name, lora = "livetalk", None
     elif has_inline_lora or adapters or (in_dim == 33 and section):
         name = "avatarforcing"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .config import StreamConfig
 from .errors import CheckpointError
-from .model_file import SamplerDefaults
+from .model_file import FORMAT_SAMPLERS, SamplerDefaults
 
 CF_STEPS = (1000, 750, 500, 250)  # warped with shift 5 -> 1000, 937.5, 833.3, 625
 # Causal Forcing keeps every frame of a clip in a 32760-token cache: 21 latent frames at 480x832.
@@ -53,6 +53,9 @@ LOOPS: dict[str, ModelLoop] = {loop.name: loop for loop in (
                   "longlive", chunk_len=3, window_len=3, sink_len=9, sink_positions="absolute", steps=CF_STEPS,
                   timestep_dtype="bfloat16", reference_pin="clean"), fps=16, resolution=(512, 512),
                   audio_alignment="livetalk"), layout="noise_ref_mask"),
+    ModelLoop("avatar_forcing", "AvatarForcing (lycui/AvatarForcing model.pt): 4 blocks x 4 latents in flight at "
+              "1000/800/400/200, the reference as latent 0, 25 fps (also for a merged AvatarForcing file, which has "
+              "LiveTalk's layout)", FORMAT_SAMPLERS["avatarforcing"], layout="noise_ref_mask"),
     ModelLoop("causal_forcing_chunkwise", "Causal Forcing chunk-wise 4-step (zhuhz22/Causal-Forcing "
               "chunkwise/causal_forcing.pt, section 'generator' as its README runs it without --use_ema)",
               _cf(3), weights_section="generator"),
@@ -74,10 +77,11 @@ SAME_LAYOUT: dict[str, tuple[str, ...]] = {
 
 
 def detected_loop(format_name: str, causal: bool | None) -> str | None:
-    """The loop a file's own content names: LiveTalk's layout, or ComfyUI's causal_ar metadata (ComfyUI's
-    AR template and its one repackaged file, Comfy-Org/Causal-Forcing-Framewise, are the frame-wise model)."""
-    if format_name == "livetalk":
-        return "livetalk"
+    """The loop a file's own content names: LiveTalk's layout, AvatarForcing's .pt (generator section, PEFT LoRA),
+    or ComfyUI's causal_ar metadata (ComfyUI's AR template and its one repackaged file,
+    Comfy-Org/Causal-Forcing-Framewise, are the frame-wise model)."""
+    if format_name in ("livetalk", "avatarforcing"):
+        return {"livetalk": "livetalk", "avatarforcing": "avatar_forcing"}[format_name]
     if format_name in ("comfyui", "wan") and causal:
         return "causal_forcing_framewise"
     return None

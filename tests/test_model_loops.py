@@ -16,6 +16,7 @@ from knot_core.cli import main
 from knot_core.config import DiTConfig
 from knot_core.dit import KnotDiT
 from knot_core.errors import CheckpointError
+from knot_core.model_file import FORMAT_SAMPLERS
 from knot_core.model_loops import LOOPS
 
 TINY = dict(dim=64, ffn_dim=128, num_heads=2, freq_dim=32, text_dim=32, text_len=8)
@@ -70,9 +71,14 @@ def test_livetalk_file_is_recognised_and_loads_strictly(tmp_path, capsys):
     assert info.sampler == LOOPS["livetalk"].sampler
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(),
                                                   strict=True))
-    # LiveTalk's .pt fallback takes sd['model']: the same model
+    # LiveTalk's .pt fallback takes sd['model'], and a ComfyUI-style prefix: the same model
     torch.save({"model": _livetalk_keys(model)}, tmp_path / "model.pt")
     assert describe_dit(tmp_path / "model.pt", **KW).loop == "livetalk"
+    save_file({f"model.diffusion_model.{k}": v for k, v in _livetalk_keys(model).items()}, tmp_path / "c.safetensors")
+    assert describe_dit(tmp_path / "c.safetensors", **KW).format == "livetalk"
+    # a merged AvatarForcing file has this very layout: its loop is one choice away
+    chosen = describe_dit(tmp_path / "model.safetensors", loop="avatar_forcing", **KW)
+    assert (chosen.loop_source, chosen.sampler) == ("chosen", FORMAT_SAMPLERS["avatarforcing"])
 
 
 def test_converted_livetalk_keeps_its_loop(tmp_path, capsys):
