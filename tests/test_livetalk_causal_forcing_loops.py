@@ -185,3 +185,22 @@ def test_a_resumed_stream_equals_an_uninterrupted_one(tmp_path, livetalk, t2v, n
     fresh.load(tmp_path / "state.safetensors", cfg)
     rest = [c.latents for c in itertools.islice(generate(model, cfg, inputs, fresh), 3)]
     assert all(torch.equal(a, b) for a, b in zip(first + rest, full, strict=True))
+
+
+@pytest.mark.parametrize("name", ["livetalk", "causal_forcing_chunkwise", "causal_forcing_framewise"])
+def test_the_engines_visibility_is_the_peers_cache_arithmetic_for_every_block(name):
+    """Without a model: for every block the peer's 1024-frame RoPE table allows, what our engine shows a block
+    (sink/anchor frames and window) is what the peer's cache index arithmetic (PeerKVCache) shows it."""
+    from knot_core.engine.visibility import commit_visible, denoise_visible
+    from tests.reference_peers import PeerKVCache
+
+    cfg = LOOPS[name].sampler.stream
+    c = cfg.chunk_len
+    cache = PeerKVCache(15, 9, 15, True) if name == "livetalk" else PeerKVCache(21, 0, 21, False, True)
+    for i in range(0, 1024 - c + 1, c):
+        for visible in (denoise_visible(cfg, i, 0), commit_visible(cfg, i, 0)):
+            peer = cache.forward(i, c)
+            sink = list(range(min(cfg.sink_len, i)))
+            assert visible.anchor_position in ((0,) if cfg.sink_len else (None,))
+            ours = sink + list(range(visible.window_from, i))
+            assert ours == peer, (name, i, ours, peer)
