@@ -1,5 +1,6 @@
 """Max |ours - reference| per peer loop: our cached stream against the cache-free restatements of the
-authors' loops (tests/reference_rolling.py, tests/reference_memory.py), fp32, tiny models, per chunk.
+authors' loops (tests/reference_rolling.py, tests/reference_memory.py, tests/reference_peers.py), fp32, tiny
+models, per chunk.
 
     python bench/peer_parity.py              # 12 chunks per loop (~15 s on a 2-core CPU)
     python bench/peer_parity.py --chunks 20
@@ -91,6 +92,25 @@ def memory_loops(chunks: int) -> None:
         _report(name, ours, [c.latents for c in itertools.islice(generate(model, ref_cfg, inputs, state), chunks)])
 
 
+def livetalk_and_causal_forcing(chunks: int) -> None:
+    """LiveTalk's and Causal Forcing's loops (model_loops.LOOPS) against tests/reference_peers.py."""
+    from knot_core.model_loops import LOOPS
+    from tests.test_livetalk_causal_forcing_loops import (
+        CF_CASES,
+        cf_reference,
+        livetalk_case,
+        stream_chunks,
+        t2v_case,
+    )
+
+    model, inputs, ref = livetalk_case(chunks)
+    _report("livetalk == LiveTalk loop", stream_chunks(model, LOOPS["livetalk"].sampler.stream, inputs, chunks), ref)
+    case = t2v_case()
+    for name in CF_CASES:
+        ours = stream_chunks(case[0], LOOPS[name].sampler.stream, case[1], chunks)
+        _report(f"{name} == Causal Forcing loop", ours, cf_reference(case, name, chunks))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, default=12)
@@ -99,6 +119,7 @@ def main() -> None:
     avatar_forcing(args.chunks)
     rolling_forcing(args.chunks)
     memory_loops(args.chunks)
+    livetalk_and_causal_forcing(args.chunks)
 
 
 if __name__ == "__main__":
