@@ -45,6 +45,7 @@ from .model_file import (
     parse_metadata,
     save_knot_model,
 )
+from .model_loops import LOOPS, SAME_LAYOUT, detected_loop, get_loop
 
 log = logging.getLogger(__name__)
 
@@ -203,10 +204,12 @@ def _foreign_plan(file: CheckpointFile, fmt: FormatInfo, *, num_heads: int | Non
 
 def plan_load(path: str | Path, *, num_heads: int | None = None, text_len: int | None = None,
               lora: str | Path | None = None, lora_alpha: float | None = None,
-              cond_layout: str | None = None) -> LoadPlan:
+              cond_layout: str | None = None, loop: str | None = None) -> LoadPlan:
     """Read headers only and decide everything a load will do; raises CheckpointError on any mismatch."""
     file = open_checkpoint(path)
-    fmt = detect_format(file.shapes, file.metadata)
+    if loop is not None and loop not in LOOPS:
+        get_loop(loop, "")  # raises: names the known loops
+    fmt = detect_format(file.shapes, file.metadata, prefer_section=LOOPS[loop].weights_section if loop else None)
     if fmt.name == "lora":
         raise CheckpointError(f"{file.path} is a LoRA without base weights ({fmt.lora.targets} low-rank pairs, rank "
                               f"{fmt.lora.rank}); pass the base DiT checkpoint as the model and this file as "
@@ -256,7 +259,22 @@ def plan_load(path: str | Path, *, num_heads: int | None = None, text_len: int |
         lora_scale=loras[0][2] if loras else source.get("lora_scale"),
         causal=fmt.causal, dtype=_torch_dtype(max(set(float_dtypes), key=float_dtypes.count) if float_dtypes else ""),
         param_count=sum(math.prod(s) for s in model_shapes.values()), path=str(file.path))
-    return LoadPlan(file, fmt, info, key_map, unattached, tuple(loras))
+    return LoadPlan(file, fmt, _with_loop(info, fmt, loop, source), key_map, unattached, tuple(loras))
+
+
+def _with_loop(info: ModelInfo, fmt: FormatInfo, loop: str | None, source: dict) -> ModelInfo:
+    """The recommendation: a loop the user chose, else the one the file names (or recorded when converted),
+    else the format's defaults; files shared by several public models list their loops."""
+    same = SAME_LAYOUT.get(source.get("format", fmt.name), ())
+    if loop:
+        return replace(info, sampler=get_loop(loop, info.config.cond_layout).sampler, loop=loop,
+                       loop_source="chosen", same_layout=same)
+    if fmt.name == "knot":
+        return replace(info, loop=source.get("loop", ""), loop_source=source.get("loop_source", ""), same_layout=same)
+    found = detected_loop(fmt.name, fmt.causal)
+    if found is None:
+        return replace(info, same_layout=same)
+    return replace(info, sampler=get_loop(found, info.config.cond_layout).sampler, loop=found, loop_source="detected")
 
 
 def _torch_dtype(name: str) -> torch.dtype:
@@ -295,21 +313,23 @@ def _check_keys(model: KnotDiT, shapes: Mapping[str, tuple[int, ...]], fmt: Form
 
 def load_dit(path: str | Path, *, dtype: torch.dtype | str = torch.bfloat16, device: torch.device | str = "cpu",
              num_heads: int | None = None, text_len: int | None = None, lora: str | Path | None = None,
-             lora_alpha: float | None = None, cond_layout: str | None = None) -> tuple[KnotDiT, ModelInfo]:
+             lora_alpha: float | None = None, cond_layout: str | None = None,
+             loop: str | None = None) -> tuple[KnotDiT, ModelInfo]:
     """Load any supported DiT checkpoint as an eval-mode KnotDiT in dtype on device.
 
     num_heads: head count for files that do not store it (default dim // 128, Wan's head_dim).
     lora / lora_alpha: a separate LoRA file to merge (LongLive) and its alpha (default: the format's
     known value, else the rank). cond_layout: the layout the caller needs; a file with another
-    in_dim is rejected. Returns (model, info); info carries format, config, adapters, LoRA state
-    and the recommended sampler settings.
+    in_dim is rejected. loop: a public model's loop (`model_loops.LOOPS`) whose settings replace the
+    file's recommendation, for files several models share. Returns (model, info); info carries format,
+    config, adapters, LoRA state and the recommended sampler settings.
     """
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise CheckpointError(f"dtype={dtype!r}; choose one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
     plan = plan_load(path, num_heads=num_heads, text_len=text_len, lora=lora, lora_alpha=lora_alpha,
-                     cond_layout=cond_layout)
+                     cond_layout=cond_layout, loop=loop)
     model = _build(plan.info)
     _check_keys(model, {m: plan.file.shapes[k] for k, m in plan.key_map.items()}, plan.fmt, plan.file.path)
     targets: set[str] = set()

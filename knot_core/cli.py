@@ -24,11 +24,20 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-heads", type=int, metavar="N",
                    help="attention heads for files that do not store it (default: dim / 128, as in every Wan2.1)")
     p.add_argument("--text-len", type=int, metavar="L", help="text context length (default 512, Wan's umT5 length)")
+    _add_loop_option(p)
+
+
+def _add_loop_option(p: argparse.ArgumentParser) -> None:
+    from .model_loops import LOOPS
+
+    p.add_argument("--loop", choices=tuple(LOOPS), default=None,
+                   help="run the file with this public model's own loop (default: what the file names, e.g. "
+                        "LiveTalk's layout; needed for Causal Forcing .pt files, which look like Self Forcing's)")
 
 
 def _model_kwargs(args: argparse.Namespace) -> dict:
     return {"lora": args.lora, "lora_alpha": args.lora_alpha, "num_heads": args.num_heads,
-            "text_len": args.text_len}
+            "text_len": args.text_len, "loop": args.loop}
 
 
 def add_convert(sub: argparse._SubParsersAction) -> None:
@@ -71,13 +80,13 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     """One flag per StreamConfig field, same name with dashes; unset flags keep the model's defaults."""
     import dataclasses
 
-    from .config import STRATEGIES, StreamConfig
+    from .config import SINK_POSITIONS, STRATEGIES, StreamConfig
 
     g = p.add_argument_group("stream settings (default: the model file's recommendation)")
     for f in dataclasses.fields(StreamConfig):
         flag, kind = "--" + f.name.replace("_", "-"), type(f.default if f.default is not dataclasses.MISSING else 0)
-        if f.name == "strategy":
-            g.add_argument(flag, choices=STRATEGIES, default=None)
+        if f.name in ("strategy", "sink_positions"):
+            g.add_argument(flag, choices=STRATEGIES if f.name == "strategy" else SINK_POSITIONS, default=None)
         elif kind is bool:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         elif kind is tuple:
@@ -129,6 +138,7 @@ def add_render(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     g.add_argument("--compile", choices=COMPILE_MODES, default="none",
                    help="torch.compile the DiT blocks (faster chunks after a compile of the first ones)")
+    _add_loop_option(g)
     _add_job_options(p)
     _add_stream_options(p)
 
@@ -143,7 +153,7 @@ def _render_job(args: argparse.Namespace):
                 if getattr(args, f.name) is not None}
     own = ("reference", "model", "vae", "out", "audio", "pose", "expression", "text", "wav2vec", "seconds",
            "frames", "seed", "fps", "width", "height", "fit", "dtype", "device", "crf", "compile", "save_every",
-           "resume", "overwrite")
+           "resume", "overwrite", "loop")
     return RenderJob(settings=settings, **{k: getattr(args, k) for k in own})
 
 

@@ -39,28 +39,35 @@ KNOWN_ADAPTER_MODULES = {"avatar_audio": "knot_core.adapters.avatar_audio",
 
 @dataclass(frozen=True)
 class SamplerDefaults:
-    """Recommended sampling settings of a model: the chunk loop, output fps, and (height, width) in pixels."""
+    """Recommended sampling settings of a model: the chunk loop, output fps, (height, width) in pixels, and how
+    its audio front end aligns wav2vec2 rows to latents ("avatarforcing": a zero row first; "livetalk": the
+    first row repeated, rows at 16 fps)."""
 
     stream: StreamConfig
     fps: int = 16
     resolution: tuple[int, int] = (480, 832)
+    audio_alignment: str = "avatarforcing"
 
     def to_json(self) -> dict:
         return {**asdict(self.stream), "steps": list(self.stream.steps), "fps": self.fps,
-                "resolution": list(self.resolution)}
+                "resolution": list(self.resolution), "audio_alignment": self.audio_alignment}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SamplerDefaults:
         names = {f.name for f in fields(StreamConfig)}
-        stream = {k: (tuple(v) if k == "steps" else v) for k, v in data.items() if k in names}
-        return cls(StreamConfig(**stream), int(data.get("fps", 16)), tuple(data.get("resolution", (480, 832))))
+        stream = {k: (tuple(v) if k in ("steps", "first_chunk_steps") else v) for k, v in data.items() if k in names}
+        return cls(StreamConfig(**stream), int(data.get("fps", 16)), tuple(data.get("resolution", (480, 832))),
+                   str(data.get("audio_alignment", "avatarforcing")))
 
 
-# Recommendations per source format (FIELD_NOTES §1-3): Knot Forcing's c=3 + k=1 for the 33-channel
-# inpainting DiT (AvatarForcing trains 4-frame blocks = c + k, its steps/shift, 25 fps); each peer's own
-# strategy for the T2V students.
+# Recommendations per source format: each file runs the loop it was distilled for, with its authors'
+# published settings (engine/visibility.py states each loop). AvatarForcing: its windowed loop at 25 fps.
+# LongLive: window 6 + sink 3 + chunk 3 = its local_attn_size 12, the default model's absolute sink.
+# Self Forcing-family .pt files (Self Forcing, Rolling Forcing, CausVid) are saved by the same trainer
+# with the same keys, so the file cannot say which loop it was trained for: Self Forcing's is recommended
+# and a Rolling Forcing file needs strategy rolling_forcing (CLI --strategy, Knot Settings node).
 FORMAT_SAMPLERS: dict[str, SamplerDefaults] = {
-    "avatarforcing": SamplerDefaults(StreamConfig(chunk_len=3, knot_len=1, steps=(1000, 800, 400, 200)), fps=25),
+    "avatarforcing": SamplerDefaults(StreamConfig.for_strategy("avatar_forcing"), fps=25),
     "longlive": SamplerDefaults(StreamConfig.for_strategy("longlive")),
     "forcing_pt": SamplerDefaults(StreamConfig.for_strategy("self_forcing")),
     "comfyui": SamplerDefaults(StreamConfig.for_strategy("self_forcing")),
@@ -94,6 +101,9 @@ class ModelInfo:
     param_count: int = 0
     path: str = ""
     unattached: Mapping[str, Tensor] = field(default_factory=dict, repr=False)
+    loop: str = ""  # the model loop whose settings `sampler` holds ("" = the format's defaults)
+    loop_source: str = ""  # "detected" (named by the file), "chosen" (by the user), or "" (format default)
+    same_layout: tuple[str, ...] = ()  # loops of other public models with exactly this file layout
 
     @property
     def expects_text(self) -> bool:
@@ -101,7 +111,13 @@ class ModelInfo:
         return True
 
     def stream_config(self, **overrides) -> StreamConfig:
-        return self.sampler.stream.replace(**overrides) if overrides else self.sampler.stream
+        """The recommended loop with the user's overrides. Choosing another strategy starts from that
+        strategy's published settings: the recommendation's window, sink and steps belong to its own loop."""
+        base = self.sampler.stream
+        strategy = overrides.get("strategy")
+        if strategy is not None and strategy != base.strategy:
+            return StreamConfig.for_strategy(strategy, **{k: v for k, v in overrides.items() if k != "strategy"})
+        return base.replace(**overrides) if overrides else base
 
 
 @dataclass(frozen=True)
@@ -216,7 +232,8 @@ def save_knot_model(model: nn.Module, path: str | Path, info: ModelInfo | None =
     the source description and any adapter weights whose class is not registered."""
     cfg: DiTConfig = model.cfg
     sampler = sampler or (info.sampler if info is not None else SamplerDefaults(StreamConfig()))
-    source = {"format": info.format, "lora_merged": info.lora_merged, "lora_scale": info.lora_scale} if info else {}
+    source = {"format": info.format, "lora_merged": info.lora_merged, "lora_scale": info.lora_scale,
+              "loop": info.loop, "loop_source": info.loop_source} if info else {}
     tensors = dict(model.state_dict())
     if info is not None:
         tensors.update(info.unattached)

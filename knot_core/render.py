@@ -37,6 +37,7 @@ STATE_SUFFIX = ".state.safetensors"
 RESUME_FORMAT = "knot_forcing.render_resume.v3"  # v2: StreamKV layout; v3: the writer's encoder segment
 DTYPE_NAMES = ("bf16", "fp16", "fp32")
 STREAM_FIELDS = tuple(f.name for f in dataclasses.fields(StreamConfig))
+STEP_FIELDS = ("steps", "first_chunk_steps")
 PATH_FIELDS = ("reference", "model", "vae", "out", "audio", "pose", "expression", "text", "wav2vec")
 
 
@@ -51,12 +52,12 @@ def state_path(out: str | Path) -> Path:
 
 def _setting(name: str, value: Any) -> Any:
     """A StreamConfig value from a CLI/JSON/TOML form: steps as "1000,750" or a list -> tuple of ints."""
-    if name == "steps" and isinstance(value, str):
+    if name in STEP_FIELDS and isinstance(value, str):
         try:
             return tuple(int(s) for s in value.split(",") if s.strip())
         except ValueError as err:
-            raise ConfigError(f"steps={value!r}; give comma-separated integers, e.g. 1000,750,500,250") from err
-    return tuple(value) if name == "steps" else value
+            raise ConfigError(f"{name}={value!r}; give comma-separated integers, e.g. 1000,750,500,250") from err
+    return tuple(value) if name in STEP_FIELDS else value
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class RenderJob:
 
     Length: `frames`, else `seconds`, else until the shortest driving input (audio, pose, expression) ends.
     dtype/device default to bf16 on CUDA, else fp32 on the CPU. compile: a torch.compile mode
-    for the DiT blocks (COMPILE_MODES; "none" by default). fps, width and height default to the
+    for the DiT blocks (COMPILE_MODES; "none" by default). loop: a public model's loop for files
+    several models share (`model_loops.LOOPS`). fps, width and height default to the
     model's recommendation (the size keeps the reference's aspect within the model's pixel area).
     """
 
@@ -90,6 +92,7 @@ class RenderJob:
     device: str | None = None
     crf: int = 18
     compile: str = "none"
+    loop: str | None = None
     save_every: int | None = None
     resume: bool = False
     overwrite: bool = False

@@ -2,9 +2,10 @@
 
 A render is asked for in seconds, in video frames, or "until the driving signal ends". The stream
 asks its signals for more latent frames than it commits: the knot strategy denoises c + k frames
-per chunk (the k knot frames belong to the next chunk), and rolling forcing holds len(steps)
-chunks in flight. `latent_frames_asked` counts exactly what `stream.generate` requests, so a
-signal that is too short is reported here, before any sampling, instead of failing mid-video.
+per chunk (the k knot frames belong to the next chunk), and rolling / avatar forcing hold len(steps)
+chunks in flight (AvatarForcing's first chunk also outputs the reference as latent 0).
+`latent_frames_asked` counts exactly what `stream.generate` requests, so a signal that is too short
+is reported here, before any sampling, instead of failing mid-video.
 Counts follow the Wan2.1 VAE (latent 0 -> 1 video frame, every later latent -> 4).
 """
 
@@ -26,7 +27,7 @@ LENGTH_UNITS: tuple[str, ...] = ("seconds", "frames", "signal")
 
 def chunks_for(cfg: StreamConfig, video_frames: int) -> int:
     """Chunks the stream must produce to decode at least `video_frames` frames."""
-    return -(-latent_frames_for(video_frames) // cfg.chunk_len)
+    return max(1, -(-(latent_frames_for(video_frames) - cfg.lead_frames) // cfg.chunk_len))
 
 
 def latent_frames_asked(cfg: StreamConfig, chunks: int) -> int:
@@ -34,16 +35,16 @@ def latent_frames_asked(cfg: StreamConfig, chunks: int) -> int:
     if chunks < 1:
         return 0
     c = cfg.chunk_len
-    if cfg.strategy == "rolling_forcing":
-        return (chunks - 1 + len(cfg.steps)) * c  # the newest in-flight chunk reaches this far
+    if cfg.rolls:
+        return cfg.lead_frames + (chunks - 1 + len(cfg.steps)) * c  # the newest in-flight chunk reaches this far
     return chunks * c + cfg.knot_len  # the last chunk also denoises its k knot frames
 
 
 def frames_until_signal_end(cfg: StreamConfig, available_latents: int, fps: float) -> int:
     """Most video frames a render can make when its signals serve `available_latents` latent frames."""
     c = cfg.chunk_len
-    if cfg.strategy == "rolling_forcing":
-        chunks = available_latents // c - len(cfg.steps) + 1
+    if cfg.rolls:
+        chunks = (available_latents - cfg.lead_frames) // c - len(cfg.steps) + 1
     else:
         chunks = (available_latents - cfg.knot_len) // c
     if chunks < 1:
@@ -52,7 +53,7 @@ def frames_until_signal_end(cfg: StreamConfig, available_latents: int, fps: floa
                          f"(~{video_frames_for(available_latents) / fps:.2f} s at {fps:g} fps), but even one chunk "
                          f"needs {need} ({cfg.strategy}, chunk_len={c}, knot_len={cfg.knot_len}); give a longer "
                          "signal, or set the signal's end_policy to 'continue'")
-    return video_frames_for(chunks * c)
+    return video_frames_for(cfg.lead_frames + chunks * c)
 
 
 def plan_frames(cfg: StreamConfig, fps: float, length: float, unit: str, available_latents: int | None) -> int:

@@ -121,7 +121,7 @@ def open_session(job) -> RenderSession:
     device = job.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = job.dtype or ("bf16" if str(device).startswith("cuda") else "fp32")
     check_compile(job.compile, device)
-    model, info = load_dit(job.model, dtype=dtype, device=device)
+    model, info = load_dit(job.model, dtype=dtype, device=device, loop=job.loop)
     compile_model(model, job.compile)
     cfg = info.stream_config(**job.settings)
     fps = int(job.fps or info.sampler.fps)
@@ -137,7 +137,7 @@ def open_session(job) -> RenderSession:
     if job.text is not None:
         text = load_text_embedding(job.text, text_dim=info.config.text_dim, max_len=info.config.text_len)
     text = check_text(info, text)
-    signals, lengths = driving_signals(job, model, fps, device)
+    signals, lengths = driving_signals(job, model, fps, device, audio_alignment=info.sampler.audio_alignment)
     audio, sample_rate = None, None
     if job.audio is not None:
         audio, sample_rate = mux_audio(job.audio)
@@ -161,8 +161,10 @@ def length_in_frames(job, fps: int, signal_frames: list[int]) -> int:
     return max(1, min(signal_frames))
 
 
-def driving_signals(job, model: KnotDiT, fps: int, device: str) -> tuple[list, list[int]]:
-    """Signals for the model's driving adapters, and the video length (frames) of each input given."""
+def driving_signals(job, model: KnotDiT, fps: int, device: str,
+                    audio_alignment: str = "avatarforcing") -> tuple[list, list[int]]:
+    """Signals for the model's driving adapters, and the video length (frames) of each input given;
+    audio_alignment: the model's audio front end (SamplerDefaults.audio_alignment)."""
     wanted = {adapter.signal for adapter in model.driving.values()}
     signals, lengths = [], []
     for name, path in (("pose", job.pose), ("expression", job.expression)):
@@ -186,7 +188,8 @@ def driving_signals(job, model: KnotDiT, fps: int, device: str) -> tuple[list, l
         from .signals import AudioSignal, Wav2Vec2Features, load_wav2vec2
 
         features = Wav2Vec2Features(load_wav2vec2(job.wav2vec, device=device))
-        signals.append(AudioSignal.from_file(job.audio, features, fps=fps, end_policy="continue"))
+        signals.append(AudioSignal.from_file(job.audio, features, fps=fps, end_policy="continue",
+                                             alignment=audio_alignment))
     return signals, lengths
 
 

@@ -10,6 +10,7 @@ import torch
 
 from knot_core.compilation import COMPILE_MODES
 from knot_core.errors import CheckpointError, InputError
+from knot_core.model_loops import LOOPS
 
 from .host import KNOT_FOLDER, host
 from .types import CATEGORY, KNOT_MODEL, KNOT_REFERENCE, KNOT_VAE, LoadedModel, Reference
@@ -56,16 +57,20 @@ class KnotForcingModelLoader:
             "compile": (list(COMPILE_MODES), {"default": "none", "tooltip": (
                 "torch.compile the DiT blocks: faster chunks once the first ones have compiled (a minute or "
                 "so). Needs Triton on a GPU, a C++ compiler on the CPU.")}),
+            "loop": (["auto", *LOOPS], {"default": "auto", "tooltip": (
+                "Which public model's own loop to recommend. auto: what the file names (LiveTalk's layout, "
+                "ComfyUI's causal_ar file = Causal Forcing frame-wise). Causal Forcing .pt files look exactly like "
+                "Self Forcing's: pick causal_forcing_* for them.")}),
         }}
 
-    def load(self, model_name: str, dtype: str, compile: str = "none"):
+    def load(self, model_name: str, dtype: str, compile: str = "none", loop: str = "auto"):
         from knot_core.checkpoints import load_dit
         from knot_core.compilation import check_compile, compile_model
         from knot_core.summary import format_summary
 
         check_compile(compile, host().torch_device())
         model, info = load_dit(_find(MODEL_FOLDERS, model_name, "model file"), dtype=dtype,
-                               device=host().torch_device())
+                               device=host().torch_device(), loop=None if loop == "auto" else loop)
         compile_model(model, compile)
         return {"ui": {"text": [format_summary(info)]}, "result": (LoadedModel(model, info),)}
 

@@ -81,12 +81,16 @@ class KnotForcingAudioSignal(SignalNode):
             "audio": ("AUDIO", {"tooltip": "From the core Load Audio node."}),
             "audio_encoder": (KNOT_AUDIO_ENCODER, {"tooltip": "From the Knot Forcing wav2vec2 Loader."}),
             "fps": ("FLOAT", FPS), "end_policy": (list(END_POLICIES), END),
-        }, "optional": {"signals": (KNOT_SIGNAL, CHAIN)}}
+        }, "optional": {"signals": (KNOT_SIGNAL, CHAIN), "alignment": (["avatarforcing", "livetalk"], {
+            "default": "avatarforcing", "tooltip": "The model's audio front end: avatarforcing (25 fps, a zero row "
+                                                   "for latent 0) or livetalk (16 fps, latent 0 = frame 0 x4). The "
+                                                   "Model Loader shows its model's audio_alignment."})}}
 
-    def build(self, audio, audio_encoder, fps: float, end_policy: str, signals: Signals | None = None):
+    def build(self, audio, audio_encoder, fps: float, end_policy: str, signals: Signals | None = None,
+              alignment: str = "avatarforcing"):
         from knot_core.signals import AudioSignal
 
-        signal = AudioSignal.from_comfy(audio, audio_encoder, fps=fps, end_policy=end_policy)
+        signal = AudioSignal.from_comfy(audio, audio_encoder, fps=fps, end_policy=end_policy, alignment=alignment)
         return _chain(signals, signal, mux_audio(audio))
 
 

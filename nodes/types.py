@@ -62,6 +62,9 @@ class RunningAhead:
     ahead_step: int
 
 
+KNOT_SETTINGS_WIDGETS = ("strategy", "chunk_len", "knot_len", "window_len", "steps", "shift", "fusion_weight")
+
+
 @dataclass(frozen=True)
 class KnotSettings:
     """What the settings nodes chose; the rest comes from the model's recommended StreamConfig."""
@@ -70,8 +73,14 @@ class KnotSettings:
     ahead: RunningAhead | None = None  # from Running Ahead
 
     def resolve(self, default: StreamConfig) -> StreamConfig:
-        """The StreamConfig a render uses (raises ConfigError on an invalid combination)."""
-        cfg = self.stream or default
+        """The StreamConfig a render uses (raises ConfigError on an invalid combination). Knot Settings with
+        the model's own strategy override only its widgets on the model's recommendation (a loop's other
+        settings, e.g. LiveTalk's bf16 timesteps, stay); another strategy brings that strategy's defaults."""
+        cfg = default
+        if self.stream is not None and self.stream.strategy == default.strategy:
+            cfg = default.replace(**{n: getattr(self.stream, n) for n in KNOT_SETTINGS_WIDGETS})
+        elif self.stream is not None:
+            cfg = self.stream
         if self.ahead is not None:
             cfg = cfg.replace(**{f.name: getattr(self.ahead, f.name) for f in fields(self.ahead)})
         return cfg

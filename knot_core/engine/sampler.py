@@ -13,10 +13,18 @@ from torch import Tensor
 from ..driving import DrivingTokens, slice_driving
 from .conditioning import Known, model_input
 from .schedule import FlowSchedule, predict_x0, renoise
+from .visibility import Visible
 
 
 def _timesteps(value: float, batch: int, frames: int, device) -> Tensor:
     return torch.full((batch, frames), value, dtype=torch.float64, device=device)
+
+
+def model_timesteps(t: Tensor, timestep_dtype: str) -> Tensor:
+    """The timesteps as the model is given them: bfloat16 rounds 937.5 to 936 (LiveTalk), and the DiT then
+    rounds its sinusoid to that dtype too; sigmas are always looked up from the exact values. "float32" keeps
+    the schedule's values as they are (float32-built tables, held in float64 so nothing rounds twice)."""
+    return t.to(torch.bfloat16) if timestep_dtype == "bfloat16" else t
 
 
 def start_noise(known: Known, sigma: Tensor, eps: Tensor) -> Tensor:
@@ -25,17 +33,24 @@ def start_noise(known: Known, sigma: Tensor, eps: Tensor) -> Tensor:
 
 
 def denoise_chunk(memory, sched: FlowSchedule, steps: tuple[int, ...], noise, known: Known,
-                  reference: Tensor | None, first_frame: int, anchor_position: int | None,
-                  driving: DrivingTokens | None) -> Tensor:
-    """All denoising steps of one chunk -> fused x0 prediction (B, 16, F, h, w)."""
+                  reference: Tensor | None, first_frame: int, visible: Visible,
+                  driving: DrivingTokens | None, *, timestep_dtype: str = "float32", pin_clean: bool = False
+                  ) -> Tensor:
+    """All denoising steps of one chunk -> fused x0 prediction (B, 16, F, h, w).
+
+    pin_clean: known frames enter every step's input clean, not re-noised (LiveTalk's reference pin).
+    """
     b, _, frames, h, w = known.latent.shape
     device, dcfg = known.latent.device, memory.model.cfg
     ts = [sched.warp(s) for s in steps]
     sigmas = [sched.sigma(_timesteps(t, b, frames, device)) for t in ts]
     x = start_noise(known, sigmas[0], noise.draw((b, 16, frames, h, w), device))
     for j, t in enumerate(ts):
-        v = memory.predict(model_input(dcfg, x, known, reference), _timesteps(t, b, frames, device),
-                           first_frame, anchor_position, driving)
+        if pin_clean:
+            x = known.pin(x)
+        v = memory.predict(model_input(dcfg, x, known, reference),
+                           model_timesteps(_timesteps(t, b, frames, device), timestep_dtype),
+                           first_frame, visible, driving)
         x0 = predict_x0(x, v, sigmas[j])
         if j + 1 == len(ts):
             return known.fuse_final(x0)
@@ -44,7 +59,7 @@ def denoise_chunk(memory, sched: FlowSchedule, steps: tuple[int, ...], noise, kn
 
 
 def commit_chunk(memory, sched: FlowSchedule, context_noise: int, noise, latents: Tensor, known: Known,
-                 reference: Tensor | None, first_frame: int, anchor_position: int | None,
+                 reference: Tensor | None, first_frame: int, visible: Visible,
                  driving: DrivingTokens | None) -> None:
     """Clean pass (t = context_noise) over the committed frames; writes their K/V to the window."""
     b, _, frames = latents.shape[:3]
@@ -52,12 +67,12 @@ def commit_chunk(memory, sched: FlowSchedule, context_noise: int, noise, latents
     x = latents
     if context_noise:
         x = renoise(latents, sched.sigma(t), noise.draw(tuple(latents.shape), latents.device))
-    memory.commit(model_input(memory.model.cfg, x, known, reference), t, first_frame, anchor_position, driving)
+    memory.commit(model_input(memory.model.cfg, x, known, reference), t, first_frame, visible, driving)
 
 
 def rolling_step(memory, sched: FlowSchedule, steps: tuple[int, ...], noise, window: list[Tensor],
                  levels: list[int], known: Known, reference: Tensor | None, first_frame: int,
-                 anchor_position: int | None, driving: DrivingTokens | None) -> Tensor | None:
+                 visible: Visible, driving: DrivingTokens | None) -> Tensor | None:
     """One joint forward over the in-flight chunks (oldest first, levels = step index of each).
 
     Updates window/levels in place; returns the oldest chunk's final x0 once it has seen
@@ -67,7 +82,7 @@ def rolling_step(memory, sched: FlowSchedule, steps: tuple[int, ...], noise, win
     b, _, frames, h, w = x.shape
     c = window[0].shape[2]
     t = torch.cat([_timesteps(sched.warp(steps[lv]), b, c, x.device) for lv in levels], dim=1)  # (B, F)
-    v = memory.predict(model_input(memory.model.cfg, x, known, reference), t, first_frame, anchor_position, driving)
+    v = memory.predict(model_input(memory.model.cfg, x, known, reference), t, first_frame, visible, driving)
     x0 = known.pin(predict_x0(x, v, sched.sigma(t)))
     done = None
     for j in range(len(window)):
