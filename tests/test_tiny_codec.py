@@ -234,3 +234,48 @@ class _Opaque:
 
     def __reduce__(self):
         return (pickle.loads, (pickle.dumps(1),))
+
+
+# ----------------------------------------------------------------------------------------------- render to MP4
+
+def _speech_like_wav(path: Path, seconds: float, rate: int = 16_000) -> Path:
+    import wave
+
+    t = torch.arange(int(seconds * rate)) / rate
+    wave_i16 = (0.3 * torch.sin(2 * torch.pi * 220 * t) * 32767).to(torch.int16)
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes(wave_i16.numpy().tobytes())
+    return path
+
+
+def test_render_to_mp4_with_audio_has_the_wan_vae_frame_count_and_resumes(tmp_path):
+    from test_render import FRAMES, job, write_tiny_files
+
+    from knot_core.render import render
+    from knot_core.video_reader import probe, read_frames
+
+    files = write_tiny_files(tmp_path / "files")
+    save_tiny(tmp_path / "files" / "taew2_1.safetensors", dtype=torch.float32)
+    tiny_files = {**files, "vae": tmp_path / "files" / "taew2_1.safetensors"}
+    audio = _speech_like_wav(tmp_path / "speech.wav", seconds=4.0)
+    chunks = {"wan": [], "tiny": []}
+    for name, given in (("wan", files), ("tiny", tiny_files)):
+        done = render(job(given, tmp_path / f"{name}.mp4", audio=audio), on_chunk=lambda p, n=name: chunks[n].append(p))
+        assert (done.frames, done.interrupted) == (FRAMES, False)
+    assert [p.frames.shape[0] for p in chunks["tiny"]] == [p.frames.shape[0] for p in chunks["wan"]] == \
+        [9, 12, 12, 12, 12]
+    assert [p.first_frame for p in chunks["tiny"]] == [p.first_frame for p in chunks["wan"]]
+    for name in ("wan", "tiny"):
+        info = probe(tmp_path / f"{name}.mp4")
+        assert info.frames == FRAMES and info.has_audio and abs(info.audio_duration_s - FRAMES / 16) < 1e-3
+
+    # a stopped render resumes from the tiny decoder's saved memory to the same frames
+    out, seen = tmp_path / "cut.mp4", []
+    render(job(tiny_files, out, audio=audio, save_every=1), on_chunk=seen.append, should_stop=lambda: len(seen) == 2)
+    assert probe(out).frames == 21
+    render(job(tiny_files, out, audio=audio, resume=True))
+    a, b = list(read_frames(tmp_path / "tiny.mp4")), list(read_frames(out))
+    assert len(a) == len(b) == FRAMES and all((x == y).all() for x, y in zip(a, b))
