@@ -60,9 +60,13 @@ def add_inspect(sub: argparse._SubParsersAction) -> None:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from .checkpoints import describe_dit
+    from .checkpoints import describe_dit, open_checkpoint
     from .summary import format_summary
+    from .tiny_codec import describe_tiny_codec, is_tiny_codec_file
 
+    if is_tiny_codec_file(open_checkpoint(args.path).shapes):
+        print(describe_tiny_codec(args.path))
+        return 0
     print(format_summary(describe_dit(args.path, **_model_kwargs(args))))
     return 0
 

@@ -336,6 +336,21 @@ def _config_from(name: str, shapes: dict[str, tuple[int, ...]], latents: LatentC
                            latents=latents if latents is not None else latents_from_name(path))
 
 
+def describe_tiny_codec(path: str | Path) -> str:
+    """What `inspect` shows for a TAEHV file: read from the header, no weights loaded."""
+    from .checkpoints import open_checkpoint
+
+    file = open_checkpoint(path, "a TAEHV tiny autoencoder")
+    config = _config_from(Path(path).name, file.shapes, None, Path(path))
+    dtypes = sorted(set(file.dtypes.values()))
+    return "\n".join([
+        "format: TAEHV tiny autoencoder for the Wan 2.1 latent space (taew2_1 / lighttaew2_1 layout)",
+        f"decoder widths: {'/'.join(map(str, config.decoder_widths))}; encoder: "
+        + (f"width {config.encoder_width}" if config.encoder_width else "none (decode only)"),
+        f"latents it decodes: {config.latents} (from the file name); stored {', '.join(dtypes)}",
+        "frames: 4T - 3 for T latents (the Wan VAE's count); use it as --vae for fast decoding"])
+
+
 def _fit_tgrow(codec: TinyCodec, key: str, tensor: Tensor, rows: int) -> Tensor:
     """A TGrow weight trained with a larger stride keeps its last-timestep rows, as TAEHV's loader does."""
     grow = {f"decoder.{i}.conv.weight" for i, block in enumerate(codec.decoder) if isinstance(block, TGrow)}

@@ -187,6 +187,18 @@ def test_loader_detects_the_file_and_its_latents(tmp_path, name, latents):
     assert isinstance(load_codec(_wan_file(tmp_path)), WanVAE)
 
 
+def test_inspect_names_the_tiny_decoder_and_load_vae_points_to_load_codec(tmp_path, capsys):
+    from knot_core.cli import main
+    from knot_core.vae import load_vae
+
+    save_tiny(tmp_path / "lighttaew2_1.safetensors", "raw", encoder=False)
+    assert main(["inspect", str(tmp_path / "lighttaew2_1.safetensors")]) == 0
+    shown = capsys.readouterr().out
+    assert "TAEHV tiny autoencoder" in shown and "encoder: none" in shown and "decodes: raw" in shown
+    with pytest.raises(CheckpointError, match="TAEHV tiny autoencoder .* load it with load_codec"):
+        load_vae(tmp_path / "lighttaew2_1.safetensors")
+
+
 def _wan_file(folder: Path) -> Path:
     path = folder / "wan.safetensors"
     save_file(WanVAE(VAEConfig.tiny()).state_dict(), str(path))
