@@ -314,7 +314,8 @@ _FOREIGN_FILES: tuple[tuple[str, str], ...] = (
     ("SelfAttention.q.weight", "a umT5 text encoder file"),
     ("feature_projection", "a wav2vec2 audio encoder file"),
     ("vision_model", "a CLIP vision encoder file"),
-    ("decoder.22.bias", "a TAEHV tiny autoencoder (taew2_1 / lighttaew2_1): load it with load_codec"),
+    ("decoder.22.bias", "a TAEHV tiny autoencoder (taew2_1 / lighttaew2_1): load it with load_codec (the "
+                        "Knot Forcing VAE Loader node and --vae do)"),
 )
 
 
