@@ -69,9 +69,13 @@ def add_inspect(sub: argparse._SubParsersAction) -> None:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from .checkpoints import describe_dit
+    from .checkpoints import describe_dit, open_checkpoint
     from .summary import format_summary
+    from .tiny_codec import describe_tiny_codec, is_tiny_codec_file
 
+    if is_tiny_codec_file(open_checkpoint(args.path).shapes):
+        print(describe_tiny_codec(args.path))
+        return 0
     print(format_summary(describe_dit(args.path, **_model_kwargs(args))))
     return 0
 
@@ -116,7 +120,9 @@ def add_render(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("inputs")
     g.add_argument("--reference", required=True, metavar="IMAGE", help="the portrait photo (PNG/JPEG/WebP)")
     g.add_argument("--model", required=True, metavar="PATH", help="DiT checkpoint (any format `inspect` reads)")
-    g.add_argument("--vae", required=True, metavar="PATH", help="wan_2.1_vae.safetensors or Wan2.1_VAE.pth")
+    g.add_argument("--vae", required=True, metavar="PATH",
+                   help="wan_2.1_vae.safetensors or Wan2.1_VAE.pth; or, for fast lower-quality decoding, the tiny "
+                        "taew2_1 / lighttaew2_1 (read from the keys; which latents it takes from its published name)")
     g.add_argument("--audio", metavar="FILE", help="speech (wav, mp3, m4a, ...): drives an audio model, is muxed "
                                                    "into the output and, by default, sets its length")
     g.add_argument("--pose", metavar="JSON_DIR", help="folder of OpenPose JSON files, one per frame")

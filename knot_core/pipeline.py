@@ -3,8 +3,9 @@
 Data flows one way and nothing holds the whole video: committed latent chunks from the
 stream are decoded by the streaming VAE decoder (its causal cache carried across chunks)
 and handed to a sink (the MP4 writer, a preview, a custom consumer) as they are made.
-The codec is anything that meets `LatentCodec`: the Wan2.1 VAE (knot_core.vae) or the demo
-model's codec (knot_core.demo_codec), which share the latent layout.
+The codec is anything that meets `LatentCodec`: the Wan2.1 VAE (knot_core.vae), the TAEHV tiny
+decoders taew2_1 / lighttaew2_1 (knot_core.tiny_codec) or the demo model's codec (knot_core.demo_codec),
+which share the latent layout and the frame count 1 + 4(T - 1).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from .dit import KnotDiT
 from .engine.state import StreamState
 from .engine.stream import StreamInputs, start_stream
 from .errors import ConfigError, InputError
-from .vae import StreamingDecoder, WanVAE
+from .pipeline import FrameDecoder, LatentCodec
 from .video_writer import AAC_SAMPLE_RATES, OutputError, VideoWriter
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ MUX_SAMPLE_RATE = 48_000  # audio at a rate AAC cannot store is resampled to thi
 class RenderSession:
     job: Any  # RenderJob
     model: KnotDiT
-    vae: WanVAE
+    vae: LatentCodec  # the Wan2.1 VAE or a TAEHV tiny codec (vae.load_codec)
     cfg: StreamConfig
     inputs: StreamInputs
     fps: int
@@ -47,7 +47,7 @@ class RenderSession:
     fingerprint: dict
     start_chunk: int = 0
 
-    def begin(self, state_file: Path) -> tuple[VideoWriter, StreamState, StreamingDecoder]:
+    def begin(self, state_file: Path) -> tuple[VideoWriter, StreamState, FrameDecoder]:
         """A writer, stream state and decoder: fresh, or restored from state_file when the job resumes."""
         job = self.job
         state = start_stream(self.model, self.cfg, self.inputs, seed=job.seed)
@@ -60,7 +60,7 @@ class RenderSession:
         log.info("resuming %s at chunk %d, frame %d", job.out, state.chunk_index, frames)
         return VideoWriter.reopen(job.out, self.fps, frames=frames, segment=segment, **options), state, decoder
 
-    def save(self, state_file: Path, state: StreamState, decoder: StreamingDecoder, frames_written: int,
+    def save(self, state_file: Path, state: StreamState, decoder: FrameDecoder, frames_written: int,
              segment: np.ndarray | None = None) -> None:
         """Stream + decoder state after `frames_written` frames, and the writer's current encoder segment
         (VideoWriter.segment_frames: what a resume encodes again to match the uninterrupted file), replaced
@@ -82,7 +82,7 @@ class RenderSession:
                               "location") from err
         log.debug("saved resume state at frame %d to %s", frames_written, state_file)
 
-    def _load(self, state_file: Path, state: StreamState, decoder: StreamingDecoder) -> tuple[int, np.ndarray | None]:
+    def _load(self, state_file: Path, state: StreamState, decoder: FrameDecoder) -> tuple[int, np.ndarray | None]:
         from safetensors import safe_open
 
         try:
@@ -116,7 +116,7 @@ def open_session(job) -> RenderSession:
     from .image import resolution_for
     from .pipeline import encode_reference
     from .render import fingerprint
-    from .vae import load_vae
+    from .vae import load_codec
 
     device = job.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = job.dtype or ("bf16" if str(device).startswith("cuda") else "fp32")
@@ -131,7 +131,7 @@ def open_session(job) -> RenderSession:
     else:
         area = info.sampler.resolution[0] * info.sampler.resolution[1]
         height, width = resolution_for(image.shape[0], image.shape[1], max_area=area)
-    vae = load_vae(job.vae, dtype=model.patch_embedding.weight.dtype, device=device)
+    vae = load_codec(job.vae, dtype=model.patch_embedding.weight.dtype, device=device)
     reference = encode_reference(vae, image, height, width, job.fit)  # (1, 16, 1, h, w)
     text = None
     if job.text is not None:

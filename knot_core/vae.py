@@ -10,7 +10,8 @@ Semantics follow the original exactly:
   every later latent 4 (1 + 4(T-1) in all). Here the layers' typed state makes any grouping give the same
   frames, so `StreamingDecoder` decodes chunk by chunk with memory flat in the stream's length.
 - latents are normalised per channel (Wan21): z = (μ − mean) / std; decode un-normalises first.
-`load_vae` reads either file (or a state dict, e.g. ComfyUI's VAE weights) strictly, under any key prefix.
+`load_vae` reads either file (or a state dict, e.g. ComfyUI's VAE weights) strictly, under any key prefix;
+`load_codec` also takes the TAEHV tiny autoencoders (knot_core.tiny_codec), told apart by their keys.
 """
 
 from __future__ import annotations
@@ -313,6 +314,8 @@ _FOREIGN_FILES: tuple[tuple[str, str], ...] = (
     ("SelfAttention.q.weight", "a umT5 text encoder file"),
     ("feature_projection", "a wav2vec2 audio encoder file"),
     ("vision_model", "a CLIP vision encoder file"),
+    ("decoder.22.bias", "a TAEHV tiny autoencoder (taew2_1 / lighttaew2_1): load it with load_codec (the "
+                        "Knot Forcing VAE Loader node and --vae do)"),
 )
 
 
@@ -440,3 +443,15 @@ def load_vae(source: str | os.PathLike | Mapping[str, Tensor], *, dtype: torch.d
     logger.info("loaded Wan VAE from %s (dim %d, prefix %r, %d other tensors ignored)", name, config.dim, prefix,
                 ignored)
     return vae.eval().requires_grad_(False)
+
+
+def load_codec(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
+               device: str | torch.device = "cpu"):
+    """The codec a file holds, from its keys: the Wan2.1 VAE (`WanVAE`) or a TAEHV tiny autoencoder
+    (`tiny_codec.TinyCodec`: taew2_1, lighttaew2_1). Both meet pipeline.LatentCodec."""
+    from .checkpoints import open_checkpoint
+    from .tiny_codec import is_tiny_codec_file, load_tiny_codec
+
+    if Path(path).is_file() and is_tiny_codec_file(open_checkpoint(path, "a VAE").shapes):
+        return load_tiny_codec(path, dtype=dtype, device=device)
+    return load_vae(path, dtype=dtype, device=device)

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 MODEL_FOLDERS = (KNOT_FOLDER, "diffusion_models")
 DTYPES = ("bf16", "fp16", "fp32")
 VAE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+VAE_APPROX = "vae_approx"  # ComfyUI's folder of tiny decoders (its live previews read lighttaew2_1 there)
 
 
 def _model_names() -> list[str]:
@@ -75,8 +76,18 @@ class KnotForcingModelLoader:
         return {"ui": {"text": [format_summary(info)]}, "result": (LoadedModel(model, info),)}
 
 
+def _vae_names() -> list[str]:
+    """models/vae files, then the Wan 2.1 tiny decoders in models/vae_approx (whose names say their latents)."""
+    from knot_core.tiny_codec import TINY_NAME_FRAGMENTS
+
+    tiny = [n for n in host().list_models(VAE_APPROX) if any(f in Path(n).name.lower() for f in TINY_NAME_FRAGMENTS)]
+    return list(host().list_models("vae")) + sorted(set(tiny) - set(host().list_models("vae")))
+
+
 class KnotForcingVAELoader:
-    DESCRIPTION = "Loads the Wan2.1 VAE (wan_2.1_vae.safetensors or Wan2.1_VAE.pth) for encoding and streaming decode."
+    DESCRIPTION = ("Loads the Wan2.1 VAE (wan_2.1_vae.safetensors or Wan2.1_VAE.pth) for encoding and streaming "
+                   "decode, or a tiny decoder from models/vae_approx (taew2_1, lighttaew2_1): several times faster, "
+                   "lower quality; the same frame count, so the audio stays in sync.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_VAE,)
     RETURN_NAMES = ("vae",)
@@ -86,16 +97,18 @@ class KnotForcingVAELoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae_name": (host().list_models("vae"), {"tooltip": "From models/vae: wan_2.1_vae.safetensors "
-                                                                "(Comfy-Org/Wan_2.1_ComfyUI_repackaged)."}),
+            "vae_name": (_vae_names(), {"tooltip": "From models/vae: wan_2.1_vae.safetensors "
+                                                   "(Comfy-Org/Wan_2.1_ComfyUI_repackaged); or from "
+                                                   "models/vae_approx: taew2_1 / lighttaew2_1 (keep the published "
+                                                   "name: it says which latents the file decodes)."}),
             "dtype": (list(VAE_DTYPES), {"default": "fp32", "tooltip": "fp32 is exact; bf16 halves its memory."}),
         }}
 
     def load(self, vae_name: str, dtype: str):
-        from knot_core.vae import load_vae
+        from knot_core.vae import load_codec
 
-        return (load_vae(_find(("vae",), vae_name, "VAE file"), dtype=VAE_DTYPES[dtype],
-                         device=host().torch_device()),)
+        return (load_codec(_find(("vae", VAE_APPROX), vae_name, "VAE file"), dtype=VAE_DTYPES[dtype],
+                           device=host().torch_device()),)
 
 
 class KnotForcingVAEFromComfy:
