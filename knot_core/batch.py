@@ -154,7 +154,8 @@ def run_jobs(entries: Iterable[BatchEntry], *, workers: int = 1, ray_address: st
     if ray_address is not None:
         from .batch_ray import run_on_ray
 
-        run_on_ray(todo, ray_address, resume, report)
+        run_on_ray(todo, ray_address, resume, report, run_one=run_one,
+                   failed=lambda job, message: JobResult(job.name, "failed", message=message, out=str(job.out)))
     elif workers == 1:
         for i, job in todo.items():
             report(i, run_one(job, resume=resume, progress=progress))

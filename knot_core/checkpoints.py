@@ -33,7 +33,7 @@ from .checkpoint_formats import (
     map_keys,
     section_keys,
 )
-from .config import DiTConfig
+from .config import DTYPES, DiTConfig
 from .dit import KnotDiT
 from .errors import CheckpointError
 from .lora import collect_lora, lora_scale, merge_lora
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 __all__ = ["CheckpointFile", "ModelInfo", "check_text", "describe_dit", "detect_format", "load_dit",
            "load_text_embedding", "open_checkpoint", "save_knot_model"]
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 MODEL_FOLDERS = "ComfyUI/models/diffusion_models/ (ComfyUI) or models/knot_forcing/ (command line)"
 MODEL_SOURCES = ("a Knot Forcing model file made with `python -m knot_core convert IN OUT` from a checkpoint you "
                  "obtained: Wan2.1-T2V-1.3B, ComfyUI causal Wan, Self Forcing / CausVid / Rolling Forcing .pt, "
@@ -366,9 +365,8 @@ def load_text_embedding(path: str | Path, *, text_dim: int = 4096, max_len: int 
 def check_text(info: ModelInfo, text: Tensor | None) -> Tensor | None:
     """Validate text embeddings [1, L, text_dim] for this model; warn when a text-conditioned model gets none."""
     if text is None:
-        if info.expects_text:
-            log.warning("no text embedding given: %s is text-conditioned and will run on zero embeddings "
-                        "(an empty prompt); pass a umT5 embedding file for prompt control", info.format)
+        log.warning("no text embedding given: %s is text-conditioned and will run on zero embeddings "
+                    "(an empty prompt); pass a umT5 embedding file for prompt control", info.format)
         return None
     if text.ndim != 3 or text.shape[-1] != info.config.text_dim or text.shape[1] > info.config.text_len:
         raise CheckpointError(f"text embedding has shape {list(text.shape)}; this model needs [B, L, "

@@ -9,13 +9,31 @@ the setting, the value got and the allowed range.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Literal
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+import torch
 
 from .errors import ConfigError
 
 LATENT_CHANNELS = 16  # Wan2.1 VAE z_dim
 VAE_STRIDE = (4, 8, 8)  # (time, height, width) compression of the Wan2.1 VAE
+FRAMES_PER_LATENT = VAE_STRIDE[0]  # video frames per latent frame after the first
+# Weight precisions by the name every front end uses (--dtype, the loaders' dtype widget, job files)
+DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_NAMES: tuple[str, ...] = tuple(DTYPES)
+
+
+def video_frames_for(latent_frames: int) -> int:
+    """Video frames decoded from a stream of latent frames (Wan2.1 VAE: 1 + 4(T - 1))."""
+    return 1 + FRAMES_PER_LATENT * (latent_frames - 1) if latent_frames > 0 else 0
+
+
+def latent_frames_for(video_frames: int) -> int:
+    """Latent frames needed to decode at least `video_frames` frames (the inverse of video_frames_for, rounded up)."""
+    return 1 + -(-(video_frames - 1) // FRAMES_PER_LATENT) if video_frames > 0 else 0
 
 # Channel order of the DiT input, per layout (the noisy latent always comes first):
 #   noise            [noisy 16]                                    (T2V, Self Forcing family)
@@ -32,6 +50,16 @@ STRATEGIES: tuple[str, ...] = ("knot", "self_forcing", "longlive", "rolling_forc
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def parse_steps(value: str | Sequence[int]) -> tuple[int, ...]:
+    """Denoising steps from a flag, widget or job file: "1000, 750,500" or [1000, 750, 500] -> (1000, 750, 500)."""
+    try:
+        parts = value.replace(" ", "").split(",") if isinstance(value, str) else list(value)
+        return tuple(int(part) for part in parts if part != "")
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"steps={value!r}; give comma-separated integers in (0, 1000], e.g. 1000,750,500,250") \
+            from err
 
 
 @dataclass(frozen=True)
@@ -150,7 +178,7 @@ class StreamConfig:
                f"steps={list(self.steps)}; each step must be in (0, 1000]")
         _check(all(a > b for a, b in zip(self.steps, self.steps[1:])),
                f"steps={list(self.steps)}; steps must be strictly decreasing, e.g. 1000,750,500,250")
-        _check(self.shift > 0, f"shift={self.shift}; must be > 0")
+        _check(math.isfinite(self.shift) and self.shift > 0, f"shift={self.shift}; must be a finite number > 0")
         _check(0.0 <= self.fusion_weight <= 1.0, f"fusion_weight={self.fusion_weight}; must be in [0, 1]")
         _check(self.ahead_step >= 1, f"ahead_step={self.ahead_step}; must be >= 1")
         _check(self.ahead_init >= 1, f"ahead_init={self.ahead_init}; must be >= 1")
@@ -197,3 +225,28 @@ class StreamConfig:
 
     def replace(self, **changes) -> StreamConfig:
         return replace(self, **changes)
+
+    def with_settings(self, settings: Mapping[str, Any]) -> StreamConfig:
+        """This config with user settings laid over it (names as the fields; steps may be "1000,750").
+
+        The one way a front end's settings meet a model's recommendation: only the named fields change,
+        every other recommended value stays. Unknown names are refused with the list of settings.
+        """
+        unknown = sorted(set(settings) - set(STREAM_FIELDS))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {unknown}; the settings are: {', '.join(STREAM_FIELDS)}")
+        changes = {k: parse_steps(v) if k == "steps" else v for k, v in settings.items()}
+        strategy = changes.pop("strategy", self.strategy)
+        if strategy != self.strategy:  # another loop: its published defaults, the model's schedule kept
+            kept = {k: changes.pop(k, getattr(self, k)) for k in ("chunk_len", "steps", "shift")}
+            return StreamConfig.for_strategy(strategy, **kept, **changes)
+        return replace(self, **changes) if changes else self
+
+
+STREAM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(StreamConfig))
+# Bounds of the numeric settings as the widgets and flags offer them (lower bounds are StreamConfig's own
+# checks; upper bounds keep a widget usable: more than 16 frames per chunk or 64 in the window is off-model)
+SETTING_RANGES: dict[str, tuple[float, float]] = {
+    "chunk_len": (1, 16), "knot_len": (0, 15), "window_len": (1, 64), "shift": (0.1, 20.0),
+    "fusion_weight": (0.0, 1.0), "ahead_init": (1, 4096), "ahead_step": (1, 4096), "sink_len": (0, 64),
+    "context_noise": (0, 999)}
