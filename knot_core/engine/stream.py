@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from ..config import LATENT_CHANNELS, StreamConfig
 from ..dit import KnotDiT
-from ..driving import encode_driving, slice_driving
+from ..driving import encode_driving
 from ..errors import InputError
 from .conditioning import chunk_known, model_input, reference_known
 from .memory import CachedMemory
 from .noise import NoiseSource
-from .sampler import commit_chunk, denoise_chunk, rolling_step, start_noise
+from .sampler import ChunkContext, commit_chunk, denoise_chunk, rolling_step, start_noise
 from .schedule import FlowSchedule, advance_reference, anchor_position
 from .state import StreamState
 
@@ -104,33 +104,33 @@ def generate(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, state: Str
         started, i, c = time.perf_counter(), state.next_frame, cfg.chunk_len
         state.ref_index = advance_reference(cfg, i, state.ref_index)  # 2
         anchor_at = anchor_position(cfg, i, state.ref_index)
+        base = ChunkContext(memory, sched, state.noise, ref, i, anchor_at, driving=None)
         if cfg.strategy == "rolling_forcing":
-            committed, known, driving = _rolling(model, cfg, sched, inputs, state, ref, like, anchor_at)
+            committed, known, ctx = _rolling(model, cfg, inputs, state, like, base)
         else:
             known = chunk_known(cfg, cfg.span, i, knot=state.knot, reference=ref, keep_mask=inputs.keep_mask,
                                 like=like)
-            driving = encode_driving(model.driving, inputs.signals, i, cfg.span, device)
-            x0 = denoise_chunk(memory, sched, cfg.steps, state.noise, known, ref, i, anchor_at, driving)  # 3
+            ctx = replace(base, driving=encode_driving(model.driving, inputs.signals, i, cfg.span, device))
+            x0 = denoise_chunk(ctx, cfg.steps, known)  # 3
             committed, state.knot = x0[:, :, :c], (x0[:, :, c:] if cfg.knot_len else None)  # 4
-        commit_chunk(memory, sched, cfg.context_noise, state.noise, committed, known.frames(0, c), ref, i,
-                     anchor_at, slice_driving(driving, 0, c))  # 5
+        commit_chunk(ctx.first(c), cfg.context_noise, committed, known.frames(0, c))  # 5
         state.next_frame, state.chunk_index = i + c, state.chunk_index + 1
         status = ChunkStatus(state.chunk_index - 1, i, i + c, state.ref_index, time.perf_counter() - started)
         yield Chunk(committed, status)  # 6
 
 
-def _rolling(model, cfg, sched, inputs, state, ref, like, anchor_at):
+def _rolling(model, cfg, inputs, state, like, base: ChunkContext):
     """Rolling forcing: add a fresh noise chunk, run joint forwards until the oldest is clean."""
-    i, c, device = state.next_frame, cfg.chunk_len, like.device
+    i, c, device, sched = state.next_frame, cfg.chunk_len, like.device, base.sched
     while True:
         frames = c * (len(state.rolling) + 1)
-        known = chunk_known(cfg, frames, i, knot=None, reference=ref, keep_mask=inputs.keep_mask, like=like)
+        known = chunk_known(cfg, frames, i, knot=None, reference=base.reference, keep_mask=inputs.keep_mask,
+                            like=like)
         eps = state.noise.draw((inputs.batch, LATENT_CHANNELS, c, *inputs.latent_size), device)
         sigma0 = sched.sigma(torch.full((inputs.batch, c), sched.warp(cfg.steps[0]), dtype=torch.float64))
         state.rolling.append(start_noise(known.frames(frames - c, frames), sigma0.to(device), eps))
         state.levels.append(0)
-        driving = encode_driving(model.driving, inputs.signals, i, frames, device)
-        done = rolling_step(state.memory, sched, cfg.steps, state.noise, state.rolling, state.levels, known, ref,
-                            i, anchor_at, driving)
+        ctx = replace(base, driving=encode_driving(model.driving, inputs.signals, i, frames, device))
+        done = rolling_step(ctx, cfg.steps, state.rolling, state.levels, known)
         if done is not None:
-            return done, known, driving
+            return done, known, ctx
