@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import InputError, KnotError, MissingDependencyError
 from .render import RenderJob, render, state_path
+from .text_file import read_text
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def _read_toml(path: Path) -> list[tuple[str, dict]]:
             raise MissingDependencyError("TOML jobs files need Python >= 3.11 or `pip install tomli`; or write "
                                          "the jobs as JSON Lines (.jsonl)") from err
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(path, "jobs file (.jsonl or .toml)"))
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"jobs file {str(path)!r} is not valid TOML ({err})") from err
     tables = data.pop("job", [])
@@ -73,7 +74,7 @@ def _read_toml(path: Path) -> list[tuple[str, dict]]:
 
 def _read_jsonl(path: Path) -> list[tuple[str, dict | str]]:
     rows: list[tuple[str, dict | str]] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "jobs file (.jsonl or .toml)").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:

@@ -359,6 +359,9 @@ def load_text_embedding(path: str | Path, *, text_dim: int = 4096, max_len: int 
                               "(umT5-XXL output of the prompt)")
     with file.reader() as get:
         text = get(key).float()
+    if not torch.isfinite(text).all():
+        raise CheckpointError(f"text embedding {key!r} in {file.path} holds NaN or infinite values; encode the "
+                              "prompt again (umT5-XXL)")
     return text.reshape(1, shape[-2], text_dim)  # (1, L, text_dim)
 
 
@@ -368,6 +371,8 @@ def check_text(info: ModelInfo, text: Tensor | None) -> Tensor | None:
         log.warning("no text embedding given: %s is text-conditioned and will run on zero embeddings "
                     "(an empty prompt); pass a umT5 embedding file for prompt control", info.format)
         return None
+    if not torch.isfinite(text).all():
+        raise CheckpointError("text embedding holds NaN or infinite values; encode the prompt again (umT5-XXL)")
     if text.ndim != 3 or text.shape[-1] != info.config.text_dim or text.shape[1] > info.config.text_len:
         raise CheckpointError(f"text embedding has shape {list(text.shape)}; this model needs [B, L, "
                               f"{info.config.text_dim}] with L <= {info.config.text_len}")

@@ -43,13 +43,19 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
     p.add_argument("--dtype", choices=_dtype_names(), default="bf16", help="stored precision (default bf16)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     _add_model_options(p)
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .checkpoints import load_dit, save_knot_model
+    from .file_sink import check_output
     from .summary import format_summary
 
+    inputs = [Path(args.input)] + ([Path(args.lora)] if args.lora else [])
+    check_output(Path(args.output), inputs, overwrite=args.overwrite, suffixes=(".safetensors",))
     model, info = load_dit(args.input, dtype=args.dtype, **_model_kwargs(args))
     save_knot_model(model, args.output, info)
     print(f"wrote {args.output}\n{format_summary(info)}")
@@ -331,3 +337,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KnotError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine said no (permissions, a full disk, a vanished file): name it, no traceback
+        where = f" {err.filename!r}" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}; check the path, its permissions and the free disk space",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

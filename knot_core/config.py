@@ -232,10 +232,7 @@ class StreamConfig:
         The one way a front end's settings meet a model's recommendation: only the named fields change,
         every other recommended value stays. Unknown names are refused with the list of settings.
         """
-        unknown = sorted(set(settings) - set(STREAM_FIELDS))
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {unknown}; the settings are: {', '.join(STREAM_FIELDS)}")
-        changes = {k: parse_steps(v) if k == "steps" else v for k, v in settings.items()}
+        changes = check_settings(settings)
         strategy = changes.pop("strategy", self.strategy)
         if strategy != self.strategy:  # another loop: its published defaults, the model's schedule kept
             kept = {k: changes.pop(k, getattr(self, k)) for k in ("chunk_len", "steps", "shift")}
@@ -244,9 +241,39 @@ class StreamConfig:
 
 
 STREAM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(StreamConfig))
-# Bounds of the numeric settings as the widgets and flags offer them (lower bounds are StreamConfig's own
-# checks; upper bounds keep a widget usable: more than 16 frames per chunk or 64 in the window is off-model)
+# Bounds of the numeric settings a user may give (widgets, flags, job files); lower bounds are StreamConfig's
+# own; upper bounds keep memory sane and stay on-model (no released model uses more than 16 frames a chunk or
+# a 64-frame window; a 100,000-frame window would allocate its K/V buffers for that many frames)
 SETTING_RANGES: dict[str, tuple[float, float]] = {
     "chunk_len": (1, 16), "knot_len": (0, 15), "window_len": (1, 64), "shift": (0.1, 20.0),
     "fusion_weight": (0.0, 1.0), "ahead_init": (1, 4096), "ahead_step": (1, 4096), "sink_len": (0, 64),
     "context_noise": (0, 999)}
+
+FIELD_TYPES: dict[str, type] = {f.name: type(f.default) for f in fields(StreamConfig)}
+
+
+def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """User settings (names as StreamConfig's fields) checked one by one: known name, right type, finite,
+    within SETTING_RANGES; steps parsed. Combinations are StreamConfig's own checks."""
+    unknown = sorted(set(settings) - set(STREAM_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown}; the settings are: {', '.join(STREAM_FIELDS)}")
+    out: dict[str, Any] = {}
+    for name, value in settings.items():
+        kind = FIELD_TYPES[name]
+        if name == "steps":
+            value = parse_steps(value)
+        elif kind is bool:
+            _check(isinstance(value, bool), f"{name}={value!r}; give true or false")
+        elif kind is str:
+            _check(value in STRATEGIES, f"{name}={value!r}; allowed: {', '.join(STRATEGIES)}")
+        elif kind in (int, float):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            _check(number and (kind is float or float(value).is_integer()),
+                   f"{name}={value!r}; give a {'whole ' if kind is int else ''}number")
+            _check(math.isfinite(value), f"{name}={value!r}; give a finite number (not NaN or infinity)")
+            lo, hi = SETTING_RANGES.get(name, (-math.inf, math.inf))
+            _check(lo <= value <= hi, f"{name}={value!r}; must be in [{lo:g}, {hi:g}]")
+            value = kind(value)
+        out[name] = value
+    return out

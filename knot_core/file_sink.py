@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any
 from .background_writer import BackgroundWriter
 from .errors import InputError, OutputError
 from .render_path import FrameChunk, RenderPlan, RenderResult, StreamPosition, drain, frames, start
-from .video_writer import VideoWriter
+from .video_writer import VIDEO_SUFFIXES, VideoWriter
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,18 @@ def state_path(out: str | Path) -> Path:
     return out.with_name(out.name + STATE_SUFFIX)
 
 
-def check_output(out: Path, inputs: Iterable[Path | None], *, overwrite: bool, resume: bool) -> None:
-    """The output checks of every file front end, before anything is loaded: never one of the inputs, never
-    replaced unless asked, something to resume when resuming, a writable folder and an MP4 name."""
-    from .video_writer import _check_path  # the writer's own checks (suffix, directory, writable)
-
-    target = out.expanduser().resolve()
+def check_output(out: Path, inputs: Iterable[Path | None], *, overwrite: bool, resume: bool = False,
+                 suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> None:
+    """The output checks of every command that writes a file, before anything is loaded: an accepted name,
+    never one of the inputs, never replaced unless asked, something to resume when resuming, an existing and
+    writable folder."""
+    out = out.expanduser()
+    if out.suffix.lower() not in suffixes:
+        raise InputError(f"output {str(out)!r} must end in one of {suffixes} (the file written); choose such a name")
+    if out.is_dir():
+        example = str(out / ("out" + suffixes[0]))
+        raise InputError(f"output {str(out)!r} is a folder; give a file name such as {example!r}")
+    target = out.resolve()
     for path in inputs:
         if path is not None and path.expanduser().resolve() == target:
             raise InputError(f"output {str(out)!r} is also an input; writing it would destroy that input: choose "
@@ -56,10 +63,17 @@ def check_output(out: Path, inputs: Iterable[Path | None], *, overwrite: bool, r
             raise InputError(f"nothing to resume: {str(missing)!r} does not exist (a finished render removes its "
                              "state); start the render without --resume")
     elif out.exists() and not overwrite:
-        hint = " or --resume to continue it" if state.is_file() else ""
+        hint = " or --resume to continue it" if state.is_file() and suffixes == VIDEO_SUFFIXES else ""
         raise InputError(f"output {str(out)!r} already exists; choose another name, pass --overwrite to "
                          f"replace it{hint}")
-    _check_path(out, overwrite=True)
+    if not out.parent.is_dir():
+        raise InputError(f"output directory {str(out.parent)!r} does not exist; create it first (mkdir -p)")
+    try:  # a real probe: os.access is blind to read-only mounts and says yes to root everywhere
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as err:
+        raise InputError(f"output directory {str(out.parent)!r} is not writable ({err.strerror}); choose a "
+                         "writable folder") from err
 
 
 @dataclass(frozen=True)

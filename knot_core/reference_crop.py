@@ -29,6 +29,7 @@ from .errors import InputError
 from .image import FitMode, prepare_reference, resolution_for
 
 MIN_REFERENCE_SIDE = 64  # pixels; below this there is no face to animate
+MAX_REFERENCE_SIDE = 8192  # pixels; the video is at most a few hundred pixels a side, a bigger photo only costs memory
 SKIN_CR, SKIN_CB = (133, 173), (77, 127)
 MIN_SKIN_FRACTION = 0.005
 
@@ -37,6 +38,9 @@ def check_reference_size(height: int, width: int) -> None:
     if min(height, width) < MIN_REFERENCE_SIDE:
         raise InputError(f"reference image is {width}x{height} px; a portrait needs at least {MIN_REFERENCE_SIDE} px "
                          "on each side (512 px or more recommended): give a larger, face-sized photo")
+    if max(height, width) > MAX_REFERENCE_SIDE:
+        raise InputError(f"reference image is {width}x{height} px; give at most {MAX_REFERENCE_SIDE} px on a side "
+                         "(the video is far smaller): resize the photo first")
 
 
 def _uint8_hwc(image: Tensor) -> np.ndarray:

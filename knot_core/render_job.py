@@ -10,19 +10,60 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .compilation import COMPILE_MODES
-from .config import DTYPE_NAMES, STREAM_FIELDS, StreamConfig, parse_steps
+from .config import DTYPE_NAMES, STREAM_FIELDS, StreamConfig, check_settings
 from .errors import ConfigError, InputError
-from .file_sink import SAVE_INTERVAL_S, check_output
+from .file_sink import check_output
 from .reference_crop import FRAMING_MODES
+from .render_path import check_seed
 from .signals.base import END_POLICIES
 
 PATH_FIELDS = ("reference", "model", "vae", "out", "audio", "pose", "expression", "text", "wav2vec")
+MAX_FPS = 240  # the MP4 writer's limit
+MAX_FRAMES = 10**9  # a length check, not a limit anyone meets: about 1.3 years of video at 25 fps
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def whole(name: str, value: object, lo: int, hi: int | None, *, multiple: int = 1) -> None:
+    """A whole-number job field (None = unset) within [lo, hi], a multiple of `multiple`."""
+    if value is None:
+        return
+    ok = _number(value) and float(value).is_integer() and lo <= value <= (hi if hi is not None else math.inf)
+    if not ok or int(value) % multiple:
+        span = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        extra = f", a multiple of {multiple}" if multiple > 1 else ""
+        raise ConfigError(f"{name}={value!r}; give a whole number in {span}{extra}")
+
+
+def check_device(device: str | None) -> None:
+    """A device torch knows and this machine has (cpu, cuda, cuda:N, mps), before anything loads."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"device={device!r} is not a device; give cpu, cuda or cuda:N") from err
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (parsed.index or 0) >= count:
+            have = f"it has {count} CUDA device(s)" if count else "it has no CUDA GPU (or no CUDA build of torch)"
+            raise ConfigError(f"device={device!r}, but {have}; use --device cpu" +
+                              (f" or cuda:0..cuda:{count - 1}" if count else ""))
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={device!r}, but MPS is not available here; use --device cpu")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={device!r}; give cpu, cuda or cuda:N")
 INPUT_FIELDS = tuple(k for k in PATH_FIELDS if k != "out")
 
 
@@ -69,20 +110,22 @@ class RenderJob:
             value = getattr(self, key)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, key, Path(str(value)).expanduser())
-        unknown = sorted(set(self.settings) - set(STREAM_FIELDS))
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {unknown}; the settings are: {', '.join(STREAM_FIELDS)}")
-        object.__setattr__(self, "settings", {k: parse_steps(v) if k == "steps" else v
-                                              for k, v in self.settings.items()})
+        if not isinstance(self.settings, Mapping):
+            raise ConfigError(f"settings={self.settings!r}; give a table of StreamConfig settings")
+        object.__setattr__(self, "settings", check_settings(self.settings))
         if self.frames is not None and self.seconds is not None:
             raise ConfigError(f"both frames={self.frames} and seconds={self.seconds} given; give one of them")
-        if self.frames is not None and self.frames < 1:
-            raise ConfigError(f"frames={self.frames}; must be >= 1")
-        if self.seconds is not None and not self.seconds > 0:
-            raise ConfigError(f"seconds={self.seconds}; must be > 0")
-        if self.save_every is not None and self.save_every < 1:
-            raise ConfigError(f"save_every={self.save_every}; must be >= 1 chunk (or unset: every "
-                              f"{SAVE_INTERVAL_S:.0f} s)")
+        whole("frames", self.frames, 1, MAX_FRAMES)
+        if self.seconds is not None and not (_number(self.seconds) and math.isfinite(self.seconds)
+                                             and 0 < self.seconds <= MAX_FRAMES):
+            raise ConfigError(f"seconds={self.seconds!r}; give a finite number of seconds > 0")
+        check_seed(self.seed)
+        whole("fps", self.fps, 1, MAX_FPS)
+        whole("width", self.width, 16, 8192, multiple=16)
+        whole("height", self.height, 16, 8192, multiple=16)
+        whole("crf", self.crf, 0, 51)
+        whole("save_every", self.save_every, 1, None)
+        check_device(self.device)
         if self.fit not in FRAMING_MODES:
             raise ConfigError(f"fit={self.fit!r}; allowed: {', '.join(FRAMING_MODES)}")
         if self.end_policy not in END_POLICIES:
@@ -91,10 +134,10 @@ class RenderJob:
             raise ConfigError(f"dtype={self.dtype!r}; allowed: {', '.join(DTYPE_NAMES)}")
         if self.compile not in COMPILE_MODES:
             raise ConfigError(f"compile={self.compile!r}; allowed: {', '.join(COMPILE_MODES)}")
-        if not 0 <= self.crf <= 51:
-            raise ConfigError(f"crf={self.crf}; must be in [0, 51] (0 lossless, 18 visually lossless)")
         if self.resume and self.overwrite:
             raise ConfigError("resume and overwrite both set; resume continues the file, overwrite replaces it")
+        if not isinstance(self.resume, bool) or not isinstance(self.overwrite, bool):
+            raise ConfigError(f"resume={self.resume!r}, overwrite={self.overwrite!r}; give true or false")
         if (self.width is None) != (self.height is None):
             raise ConfigError(f"width={self.width}, height={self.height}; give both or neither")
         if not self.name:
@@ -106,7 +149,10 @@ class RenderJob:
         settings at the top level or under "settings"; relative paths resolved against base_dir."""
         own = {f.name for f in dataclasses.fields(cls)} - {"settings"}
         args: dict[str, Any] = {}
-        settings = dict((data.get("settings") or {}).items())
+        table = data.get("settings") or {}
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"settings={table!r}; give a table of StreamConfig settings, e.g. {{\"chunk_len\": 3}}")
+        settings = dict(table.items())
         for key, value in data.items():
             name = key.replace("-", "_")
             if name == "settings":

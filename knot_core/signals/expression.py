@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..text_file import read_text
 from .base import DrivingSignal, EndPolicy, check_fps
 
 ARKIT_52 = (
@@ -126,7 +127,7 @@ def load_expression(path: str | Path, *, source_fps: float | None = None) -> Exp
     path = Path(path)
     if not path.is_file():
         raise InputError(f"expression file {str(path)!r} does not exist; give a .csv or .json file")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path, "expression file (.csv or .json)", encoding="utf-8-sig")
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

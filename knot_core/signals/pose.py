@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
+from ..text_file import read_text
 from .base import DrivingSignal, EndPolicy
 
 PART_KEYS = ("pose_keypoints_2d", "face_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d")
@@ -156,9 +157,10 @@ def load_openpose_folder(folder: str | Path, **options) -> PoseSequence:
     frames = []
     for file in files:
         try:
-            frames.append(json.loads(file.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot read pose file {str(file)!r} as JSON ({exc})") from exc
+            frames.append(json.loads(read_text(file, "OpenPose JSON file")))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"pose file {str(file)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); give "
+                             "OpenPose *_keypoints.json files") from exc
     return parse_pose_frames(frames, **options)
 
 
