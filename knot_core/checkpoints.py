@@ -200,12 +200,20 @@ def _foreign_plan(file: CheckpointFile, fmt: FormatInfo, *, num_heads: int | Non
     return config, key_map, adapters, unattached
 
 
+def _detect(file: CheckpointFile) -> FormatInfo:
+    """detect_format, its refusal naming the file."""
+    try:
+        return detect_format(file.shapes, file.metadata)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err} (file: {file.path})") from err
+
+
 def plan_load(path: str | Path, *, num_heads: int | None = None, text_len: int | None = None,
               lora: str | Path | None = None, lora_alpha: float | None = None,
               cond_layout: str | None = None) -> LoadPlan:
     """Read headers only and decide everything a load will do; raises CheckpointError on any mismatch."""
     file = open_checkpoint(path)
-    fmt = detect_format(file.shapes, file.metadata)
+    fmt = _detect(file)
     if fmt.name == "lora":
         raise CheckpointError(f"{file.path} is a LoRA without base weights ({fmt.lora.targets} low-rank pairs, rank "
                               f"{fmt.lora.rank}); pass the base DiT checkpoint as the model and this file as "
@@ -229,7 +237,7 @@ def plan_load(path: str | Path, *, num_heads: int | None = None, text_len: int |
             loras.append((file, _lora_keys(file, lora_section), lora_scale(fmt.lora, lora_alpha)))
     if lora is not None:
         lfile = open_checkpoint(lora, what="LoRA file")
-        lfmt = detect_format(lfile.shapes, lfile.metadata)
+        lfmt = _detect(lfile)
         if lfmt.lora is None or lfmt.name not in ("lora", "longlive"):
             raise CheckpointError(f"{lfile.path} was given as a LoRA but is {lfmt.description}; expected a PEFT LoRA "
                                   "(lora_A/lora_B pairs, e.g. LongLive's lora.pt)")

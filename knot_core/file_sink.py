@@ -46,16 +46,16 @@ def check_output(out: Path, inputs: Iterable[Path | None], *, overwrite: bool, r
     never one of the inputs, never replaced unless asked, something to resume when resuming, an existing and
     writable folder."""
     out = out.expanduser()
-    if out.suffix.lower() not in suffixes:
-        raise InputError(f"output {str(out)!r} must end in one of {suffixes} (the file written); choose such a name")
-    if out.is_dir():
-        example = str(out / ("out" + suffixes[0]))
-        raise InputError(f"output {str(out)!r} is a folder; give a file name such as {example!r}")
     target = out.resolve()
     for path in inputs:
         if path is not None and path.expanduser().resolve() == target:
             raise InputError(f"output {str(out)!r} is also an input; writing it would destroy that input: choose "
                              "another output name")
+    if out.is_dir():
+        example = str(out / ("out" + suffixes[0]))
+        raise InputError(f"output {str(out)!r} is a folder; give a file name such as {example!r}")
+    if out.suffix.lower() not in suffixes:
+        raise InputError(f"output {str(out)!r} must end in one of {suffixes} (the file written); choose such a name")
     state = state_path(out)
     if resume:
         if not out.is_file() or not state.is_file():

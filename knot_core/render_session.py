@@ -64,20 +64,19 @@ def load_job(job: RenderJob, *, progress: bool = False) -> tuple[RenderPlan, Fil
 
 def driving_signals(job: RenderJob, model: KnotDiT, fps: int, device: str) -> list:
     """Signals for the model's driving adapters from the job's files (end_policy: the job's)."""
+    from .signals import ExpressionSignal, PoseSignal, load_expression, load_openpose_folder
+
+    # the files first (their own errors name them), then whether this model takes them
+    pose = None if job.pose is None else load_openpose_folder(job.pose)
+    expression = None if job.expression is None else load_expression(job.expression)
     wanted = {adapter.signal for adapter in model.driving.values()}
-    signals = []
-    for name, path in (("pose", job.pose), ("expression", job.expression)):
-        if path is not None and name not in wanted:
+    for name, given in (("pose", pose), ("expression", expression)):
+        if given is not None and name not in wanted:
             raise InputError(f"--{name} was given but this model has no {name} adapter (it is driven by "
                              f"{sorted(wanted) or 'nothing'}); leave --{name} out or use a {name}-driven model")
-    if job.pose is not None:
-        from .signals import PoseSignal, load_openpose_folder
-
-        signals.append(PoseSignal(load_openpose_folder(job.pose), fps, end_policy=job.end_policy))
-    if job.expression is not None:
-        from .signals import ExpressionSignal, load_expression
-
-        signals.append(ExpressionSignal(load_expression(job.expression), fps, end_policy=job.end_policy))
+    signals = [] if pose is None else [PoseSignal(pose, fps, end_policy=job.end_policy)]
+    if expression is not None:
+        signals.append(ExpressionSignal(expression, fps, end_policy=job.end_policy))
     if "audio" in wanted and job.audio is not None:
         if job.wav2vec is None:
             raise InputError("this model is driven by speech: give --wav2vec PATH, a local wav2vec2-base-960h "
@@ -98,5 +97,8 @@ def read_image(path: Path) -> Tensor:
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None  # (H, W, 3) uint8 BGR
     if image is None:
         raise InputError(f"reference {str(path)!r} is not a readable image; give a PNG, JPEG or WebP photo")
+    from .reference_crop import check_reference_size
+
+    check_reference_size(*image.shape[:2])  # before the float copy: a 10000x10000 photo would take 1.2 GB
     rgb = np.ascontiguousarray(image[:, :, ::-1])  # BGR -> RGB
     return (torch.from_numpy(rgb).float() / 255.0)[None]  # (1, H, W, 3)
