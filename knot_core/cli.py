@@ -132,6 +132,8 @@ def add_render(sub: argparse._SubParsersAction) -> None:
                                                    "into the output and, by default, sets its length")
     g.add_argument("--pose", metavar="JSON_DIR", help="folder of OpenPose JSON files, one per frame")
     g.add_argument("--expression", metavar="CSV", help="expression coefficients (Live Link Face CSV, CSV, JSON)")
+    g.add_argument("--expression-fps", type=float, metavar="FPS",
+                   help="rate of a plain expression CSV's rows (Live Link Face and JSON files carry their own)")
     g.add_argument("--text", metavar="EMBEDDING", help="umT5 prompt embedding (.safetensors)")
     g.add_argument("--wav2vec", metavar="PATH", help="local wav2vec2-base-960h folder (audio-driven models)")
     g = p.add_argument_group("output")
@@ -172,7 +174,8 @@ def _render_job(args: argparse.Namespace):
     from .render import RenderJob
 
     own = ("reference", "model", "vae", "out", "audio", "pose", "expression", "text", "wav2vec", "seconds",
-           "frames", "seed", "fps", "width", "height", "fit", "end_policy", "dtype", "device", "crf", "compile",
+           "frames", "seed", "fps", "width", "height", "fit", "end_policy", "expression_fps", "dtype", "device", "crf",
+           "compile",
            "save_every", "resume", "overwrite")
     return RenderJob(settings=_settings(args), **{k: getattr(args, k) for k in own})
 

@@ -96,6 +96,7 @@ class RenderJob:
     height: int | None = None
     fit: str = "crop"  # reference framing: reference_crop.FRAMING_MODES, as the Encode Reference node
     end_policy: str = "continue"  # of the driving files: 'continue' runs the last knot past their end
+    expression_fps: float | None = None  # rate of a plain expression CSV's rows (Live Link Face / JSON: the file's)
     dtype: str | None = None
     device: str | None = None
     crf: int = 18
@@ -126,6 +127,11 @@ class RenderJob:
         whole("crf", self.crf, 0, 51)
         whole("save_every", self.save_every, 1, None)
         check_device(self.device)
+        if self.expression_fps is not None and not (_number(self.expression_fps)
+                                                    and math.isfinite(self.expression_fps)
+                                                    and 0 < self.expression_fps <= 1000):
+            raise ConfigError(f"expression_fps={self.expression_fps!r}; give the rows' rate in frames per second "
+                              "(e.g. 60)")
         if self.fit not in FRAMING_MODES:
             raise ConfigError(f"fit={self.fit!r}; allowed: {', '.join(FRAMING_MODES)}")
         if self.end_policy not in END_POLICIES:
@@ -205,4 +211,5 @@ def fingerprint(job: RenderJob, cfg: StreamConfig, fps: int, size: tuple[int, in
 
     return {"inputs": {k: ident(getattr(job, k)) for k in PATH_FIELDS if k != "out"},
             "stream_config": json.loads(json.dumps(dataclasses.asdict(cfg))), "seed": job.seed, "fps": fps,
-            "size": list(size), "fit": job.fit, "end_policy": job.end_policy, "dtype": dtype, "crf": job.crf}
+            "size": list(size), "fit": job.fit, "end_policy": job.end_policy, "expression_fps": job.expression_fps,
+            "dtype": dtype, "crf": job.crf}

@@ -68,7 +68,7 @@ def driving_signals(job: RenderJob, model: KnotDiT, fps: int, device: str) -> li
 
     # the files first (their own errors name them), then whether this model takes them
     pose = None if job.pose is None else load_openpose_folder(job.pose)
-    expression = None if job.expression is None else load_expression(job.expression)
+    expression = None if job.expression is None else load_expression(job.expression, source_fps=job.expression_fps)
     wanted = {adapter.signal for adapter in model.driving.values()}
     for name, given in (("pose", pose), ("expression", expression)):
         if given is not None and name not in wanted:

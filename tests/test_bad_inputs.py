@@ -117,6 +117,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     write_wav(d / "silent_header.wav", np.zeros(0))
     write_float_wav(d / "nan.wav", np.full(8000, np.nan, np.float32))
     (d / "expr.json").write_text('{"fps": 25, "frames": [[0.1, 0.2], [0.3, 0.4]]}')
+    (d / "expr.csv").write_text("a,b\n0.1,0.2\n0.3,0.4\n")
     (d / "expr_nan.csv").write_text("a,b\n0.1,nan\n")
     (d / "expr_words.csv").write_text("a,b\nx,y\n")
     (d / "expr_empty.csv").write_text("")
@@ -200,6 +201,10 @@ CASES = [
     ("render NaN expression", render("--expression", "{expr_nan.csv}"), "NaN or infinite coefficient", 2),
     ("render words as expression", render("--expression", "{expr_words.csv}"), "must be a number", 2),
     ("render expression for a model without one", render("--expression", "{expr.json}"), "no expression adapter", 2),
+    ("render plain CSV without a rate", render("--expression", "{expr.csv}"), "--expression-fps", 2),
+    ("render plain CSV with a rate", render("--expression", "{expr.csv}", "--expression-fps", "60"),
+     "no expression adapter", 2),
+    ("render expression fps 0", render("--expression", "{expr.csv}", "--expression-fps", "0"), "expression_fps=0", 2),
     ("render binary pose json", render("--pose", "{pose_bin}"), "is a binary file, not text", 2),
     ("render invalid pose json", render("--pose", "{pose_bad}"), "is not valid JSON", 2),
     ("render empty pose folder", render("--pose", "{pose_empty}"), "holds no OpenPose .json files", 2),
@@ -380,7 +385,45 @@ def test_bad_input(case, inputs, tmp_path, capsys):
 
 
 def test_the_catalogue_is_large():
-    assert len(CASES) >= 100 and len({c[0] for c in CASES}) == len(CASES)
+    assert len(CASES) + len(API_CASES) >= 100 and len({c[0] for c in CASES}) == len(CASES)
+
+
+API_CASES = [  # (id, RenderJob changes, message fragment): the Python API refuses as the CLI does
+    ("seconds inf", {"frames": None, "seconds": float("inf")}, "seconds=inf"),
+    ("seconds as text", {"frames": None, "seconds": "5"}, "seconds='5'"),
+    ("frames 1.5", {"frames": 1.5}, "frames=1.5"),
+    ("fps 0", {"fps": 0}, "fps=0"),
+    ("seed -1", {"seed": -1}, "seed=-1"),
+    ("crf 52", {"crf": 52}, "crf=52"),
+    ("width not a multiple of 16", {"width": 33, "height": 32}, "width=33"),
+    ("device banana", {"device": "banana"}, "device='banana'"),
+    ("unknown setting", {"settings": {"chunk_size": 3}}, "unknown setting(s) ['chunk_size']"),
+    ("NaN shift", {"settings": {"shift": float("nan")}}, "shift=nan"),
+    ("huge window", {"settings": {"window_len": 100000}}, "window_len=100000"),
+    ("bool as a number", {"settings": {"chunk_len": True}}, "chunk_len=True"),
+    ("fit unknown", {"fit": "zoom"}, "fit='zoom'"),
+    ("end policy unknown", {"end_policy": "loop"}, "end_policy='loop'"),
+    ("output is the reference", {"out": "{ref.png}", "overwrite": True}, "is also an input"),
+    ("output exists", {"out": "{existing.mp4}"}, "already exists"),
+    ("missing model", {"model": "{dir}/nope.safetensors"}, "does not exist"),
+    ("pickled vae", {"vae": "{pickled.pth}"}, "holds pickled Python objects"),
+]
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[c[0] for c in API_CASES])
+def test_bad_api_input(case, inputs, tmp_path):
+    from knot_core.api import RenderJob, render
+    from knot_core.errors import KnotError
+
+    _, changes, fragment = case
+    fields = {"reference": inputs["ref.png"], "model": inputs["model.safetensors"], "vae": inputs["vae.safetensors"],
+              "out": str(tmp_path / "o.mp4"), "frames": 9}
+    fields |= {k: fill(v, inputs) if isinstance(v, str) and "{" in v else v for k, v in changes.items()}
+    before = snapshot(Path(inputs["dir"]), tmp_path)
+    with pytest.raises(KnotError) as err:
+        render(RenderJob(**fields))
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+    assert snapshot(Path(inputs["dir"]), tmp_path) == before
 
 
 # --- a stopped or starved render: a subprocess each -------------------------------------------------------------

@@ -111,7 +111,8 @@ def _uniform(values: list[list[float]], names: tuple[str, ...], source_fps: floa
              path: str) -> ExpressionSequence:
     if source_fps is None:
         raise InputError(f"{path}: a plain coefficient file carries no frame rate; pass source_fps (the rate "
-                         "its rows were recorded at), or use JSON {\"fps\": ..., \"frames\": [...]}")
+                         "its rows were recorded at; CLI: --expression-fps), or use JSON "
+                         "{\"fps\": ..., \"frames\": [...]}")
     widths = {len(v) for v in values}
     if len(widths) != 1 or 0 in widths:
         raise InputError(f"{path}: rows have {sorted(widths)} values; every frame needs the same number (> 0)")
