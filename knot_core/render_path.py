@@ -18,6 +18,9 @@ the built-in demo model). So a length rule or a pre-flight check exists once:
 4. `drain` hands the frames to any sink with `write(frames)` and polls a stop request after each chunk;
    `file_sink.write_file` is the MP4 sink (background encoding, resume state) the file front ends use.
 
+A live sink (no end) asks for a length no one reaches, e.g. `Length(10**9, "frames")`, and stops by breaking out
+of `frames` (or through drain's should_stop); every check still runs first.
+
 The codec is anything that meets `LatentCodec`: the Wan2.1 VAE (knot_core.vae) or the demo model's codec
 (knot_core.demo_codec), which share the latent layout.
 """

@@ -388,6 +388,17 @@ def test_the_catalogue_is_large():
     assert len(CASES) + len(API_CASES) >= 100 and len({c[0] for c in CASES}) == len(CASES)
 
 
+def test_odd_images_read_as_a_viewer_shows_them(inputs):
+    from knot_core.render_session import read_image
+
+    shapes = {name: tuple(read_image(Path(inputs[name])).shape) for name in
+              ("gray.png", "rgba.png", "deep.png", "cmyk.tif", "rotated.jpg", "anim.gif", "portrait_ü_写真.png")}
+    assert shapes["rotated.jpg"] == (1, 80, 64, 3)  # EXIF orientation 6 applied: the 80x64 photo stands upright
+    assert shapes["cmyk.tif"] == (1, 64, 64, 3) and shapes["gray.png"] == shapes["deep.png"] == (1, 64, 80, 3)
+    deep, plain = read_image(Path(inputs["deep.png"])), read_image(Path(inputs["ref.png"]))
+    assert float((deep - plain).abs().max()) <= 1 / 255  # 16 bits scaled to the same picture
+
+
 API_CASES = [  # (id, RenderJob changes, message fragment): the Python API refuses as the CLI does
     ("seconds inf", {"frames": None, "seconds": float("inf")}, "seconds=inf"),
     ("seconds as text", {"frames": None, "seconds": "5"}, "seconds='5'"),
