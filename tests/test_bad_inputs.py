@@ -123,7 +123,8 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     (d / "expr_empty.csv").write_text("")
     (d / "expr_bin.csv").write_bytes(bytes(range(256)))
     pose = '{"people": [], "canvas_width": 64, "canvas_height": 64}'
-    for name, files in {"pose": {"0.json": pose}, "pose_bin": {"0.json": b"\x00\xff\x00"},
+    nan_pose = '{"people": [{"pose_keypoints_2d": [NaN' + ", 1" * 53 + ']}], "canvas_width": 64, "canvas_height": 64}'
+    for name, files in {"pose": {"0.json": pose}, "pose_nan": {"0.json": nan_pose}, "pose_bin": {"0.json": b"\x00\xff"},
                         "pose_bad": {"0.json": "{not json"}, "pose_empty": {}}.items():
         (d / name).mkdir()
         for file, content in files.items():
@@ -206,6 +207,7 @@ CASES = [
      "no expression adapter", 2),
     ("render expression fps 0", render("--expression", "{expr.csv}", "--expression-fps", "0"), "expression_fps=0", 2),
     ("render binary pose json", render("--pose", "{pose_bin}"), "is a binary file, not text", 2),
+    ("render NaN pose json", render("--pose", "{pose_nan}"), "holds NaN or infinite keypoint values", 2),
     ("render invalid pose json", render("--pose", "{pose_bad}"), "is not valid JSON", 2),
     ("render empty pose folder", render("--pose", "{pose_empty}"), "holds no OpenPose .json files", 2),
     ("render pose for a model without one", render("--pose", "{pose}"), "no pose adapter", 2),
@@ -397,6 +399,16 @@ def test_odd_images_read_as_a_viewer_shows_them(inputs):
     assert shapes["cmyk.tif"] == (1, 64, 64, 3) and shapes["gray.png"] == shapes["deep.png"] == (1, 64, 80, 3)
     deep, plain = read_image(Path(inputs["deep.png"])), read_image(Path(inputs["ref.png"]))
     assert float((deep - plain).abs().max()) <= 1 / 255  # 16 bits scaled to the same picture
+
+
+def test_a_non_finite_image_tensor_is_refused():
+    from knot_core.errors import InputError
+    from knot_core.image import prepare_reference
+
+    image = torch.rand(1, 64, 64, 3)
+    image[0, 3, 4, 1] = float("nan")  # what a broken upstream node may hand the Encode Reference node
+    with pytest.raises(InputError, match="NaN or infinite pixel values"):
+        prepare_reference(image, 32, 32)
 
 
 API_CASES = [  # (id, RenderJob changes, message fragment): the Python API refuses as the CLI does

@@ -143,6 +143,10 @@ def parse_pose_frames(frames: list, *, max_people: int = 1, coords: Coords = "au
                     out[t, p, sl] = part
         scale = np.array([1.0, 1.0] if normalised else [1.0 / width, 1.0 / height], np.float32)
         out[t, ..., :2] *= scale
+    if not np.isfinite(out).all():
+        frame = int(np.argwhere(~np.isfinite(out))[0][0])
+        raise InputError(f"pose frame {frame} holds NaN or infinite keypoint values; every coordinate and "
+                         "confidence must be a finite number (re-run the pose detector)")
     out[..., :2] *= (out[..., 2:] > 0)  # a missing point carries no position
     width, height = parsed[0][1]
     return PoseSequence(torch.from_numpy(out), layout, width / height)
