@@ -33,7 +33,7 @@ from .checkpoint_formats import (
     map_keys,
     section_keys,
 )
-from .config import DiTConfig
+from .config import DTYPES, DiTConfig
 from .dit import KnotDiT
 from .errors import CheckpointError
 from .lora import collect_lora, lora_scale, merge_lora
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 __all__ = ["CheckpointFile", "ModelInfo", "check_text", "describe_dit", "detect_format", "load_dit",
            "load_text_embedding", "open_checkpoint", "save_knot_model"]
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 MODEL_FOLDERS = "ComfyUI/models/diffusion_models/ (ComfyUI) or models/knot_forcing/ (command line)"
 MODEL_SOURCES = ("a Knot Forcing model file made with `python -m knot_core convert IN OUT` from a checkpoint you "
                  "obtained: Wan2.1-T2V-1.3B, ComfyUI causal Wan, Self Forcing / CausVid / Rolling Forcing .pt, "
@@ -202,6 +201,14 @@ def _foreign_plan(file: CheckpointFile, fmt: FormatInfo, *, num_heads: int | Non
     return config, key_map, adapters, unattached
 
 
+def _detect(file: CheckpointFile, prefer_section: str | None = None) -> FormatInfo:
+    """detect_format, its refusal naming the file."""
+    try:
+        return detect_format(file.shapes, file.metadata, prefer_section=prefer_section)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err} (file: {file.path})") from err
+
+
 def plan_load(path: str | Path, *, num_heads: int | None = None, text_len: int | None = None,
               lora: str | Path | None = None, lora_alpha: float | None = None,
               cond_layout: str | None = None, loop: str | None = None) -> LoadPlan:
@@ -209,7 +216,7 @@ def plan_load(path: str | Path, *, num_heads: int | None = None, text_len: int |
     file = open_checkpoint(path)
     if loop is not None and loop not in LOOPS:
         get_loop(loop, "")  # raises: names the known loops
-    fmt = detect_format(file.shapes, file.metadata, prefer_section=LOOPS[loop].weights_section if loop else None)
+    fmt = _detect(file, prefer_section=LOOPS[loop].weights_section if loop else None)
     if fmt.name == "lora":
         raise CheckpointError(f"{file.path} is a LoRA without base weights ({fmt.lora.targets} low-rank pairs, rank "
                               f"{fmt.lora.rank}); pass the base DiT checkpoint as the model and this file as "
@@ -233,7 +240,7 @@ def plan_load(path: str | Path, *, num_heads: int | None = None, text_len: int |
             loras.append((file, _lora_keys(file, lora_section), lora_scale(fmt.lora, lora_alpha)))
     if lora is not None:
         lfile = open_checkpoint(lora, what="LoRA file")
-        lfmt = detect_format(lfile.shapes, lfile.metadata)
+        lfmt = _detect(lfile)
         if lfmt.lora is None or lfmt.name not in ("lora", "longlive"):
             raise CheckpointError(f"{lfile.path} was given as a LoRA but is {lfmt.description}; expected a PEFT LoRA "
                                   "(lora_A/lora_B pairs, e.g. LongLive's lora.pt)")
@@ -380,16 +387,20 @@ def load_text_embedding(path: str | Path, *, text_dim: int = 4096, max_len: int 
                               "(umT5-XXL output of the prompt)")
     with file.reader() as get:
         text = get(key).float()
+    if not torch.isfinite(text).all():
+        raise CheckpointError(f"text embedding {key!r} in {file.path} holds NaN or infinite values; encode the "
+                              "prompt again (umT5-XXL)")
     return text.reshape(1, shape[-2], text_dim)  # (1, L, text_dim)
 
 
 def check_text(info: ModelInfo, text: Tensor | None) -> Tensor | None:
     """Validate text embeddings [1, L, text_dim] for this model; warn when a text-conditioned model gets none."""
     if text is None:
-        if info.expects_text:
-            log.warning("no text embedding given: %s is text-conditioned and will run on zero embeddings "
-                        "(an empty prompt); pass a umT5 embedding file for prompt control", info.format)
+        log.warning("no text embedding given: %s is text-conditioned and will run on zero embeddings "
+                    "(an empty prompt); pass a umT5 embedding file for prompt control", info.format)
         return None
+    if not torch.isfinite(text).all():
+        raise CheckpointError("text embedding holds NaN or infinite values; encode the prompt again (umT5-XXL)")
     if text.ndim != 3 or text.shape[-1] != info.config.text_dim or text.shape[1] > info.config.text_len:
         raise CheckpointError(f"text embedding has shape {list(text.shape)}; this model needs [B, L, "
                               f"{info.config.text_dim}] with L <= {info.config.text_len}")

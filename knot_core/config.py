@@ -9,13 +9,31 @@ the setting, the value got and the allowed range.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Literal
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+import torch
 
 from .errors import ConfigError
 
 LATENT_CHANNELS = 16  # Wan2.1 VAE z_dim
 VAE_STRIDE = (4, 8, 8)  # (time, height, width) compression of the Wan2.1 VAE
+FRAMES_PER_LATENT = VAE_STRIDE[0]  # video frames per latent frame after the first
+# Weight precisions by the name every front end uses (--dtype, the loaders' dtype widget, job files)
+DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_NAMES: tuple[str, ...] = tuple(DTYPES)
+
+
+def video_frames_for(latent_frames: int) -> int:
+    """Video frames decoded from a stream of latent frames (Wan2.1 VAE: 1 + 4(T - 1))."""
+    return 1 + FRAMES_PER_LATENT * (latent_frames - 1) if latent_frames > 0 else 0
+
+
+def latent_frames_for(video_frames: int) -> int:
+    """Latent frames needed to decode at least `video_frames` frames (the inverse of video_frames_for, rounded up)."""
+    return 1 + -(-(video_frames - 1) // FRAMES_PER_LATENT) if video_frames > 0 else 0
 
 # Channel order of the DiT input, per layout (the noisy latent always comes first):
 #   noise            [noisy 16]                                    (T2V, Self Forcing family)
@@ -42,6 +60,16 @@ REFERENCE_PINS: tuple[str, ...] = ("noised", "clean")
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def parse_steps(value: str | Sequence[int]) -> tuple[int, ...]:
+    """Denoising steps from a flag, widget or job file: "1000, 750,500" or [1000, 750, 500] -> (1000, 750, 500)."""
+    try:
+        parts = value.replace(" ", "").split(",") if isinstance(value, str) else list(value)
+        return tuple(int(part) for part in parts if part != "")
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"steps={value!r}; give comma-separated integers in (0, 1000], e.g. 1000,750,500,250") \
+            from err
 
 
 @dataclass(frozen=True)
@@ -177,7 +205,7 @@ class StreamConfig:
                f"timestep_dtype={self.timestep_dtype!r}; allowed: {', '.join(TIMESTEP_DTYPES)}")
         _check(self.reference_pin in REFERENCE_PINS,
                f"reference_pin={self.reference_pin!r}; allowed: {', '.join(REFERENCE_PINS)}")
-        _check(self.shift > 0, f"shift={self.shift}; must be > 0")
+        _check(math.isfinite(self.shift) and self.shift > 0, f"shift={self.shift}; must be a finite number > 0")
         _check(0.0 <= self.fusion_weight <= 1.0, f"fusion_weight={self.fusion_weight}; must be in [0, 1]")
         _check(self.ahead_step >= 1, f"ahead_step={self.ahead_step}; must be >= 1")
         _check(self.ahead_init >= 1, f"ahead_init={self.ahead_init}; must be >= 1")
@@ -263,3 +291,58 @@ class StreamConfig:
 
     def replace(self, **changes) -> StreamConfig:
         return replace(self, **changes)
+
+    def with_settings(self, settings: Mapping[str, Any]) -> StreamConfig:
+        """This config with user settings laid over it (names as the fields; steps may be "1000,750").
+
+        The one way a front end's settings meet a model's recommendation: only the named fields change,
+        every other recommended value stays. Unknown names are refused with the list of settings.
+        """
+        changes = check_settings(settings)
+        strategy = changes.pop("strategy", self.strategy)
+        if strategy != self.strategy:  # another loop: its published defaults, the model's schedule kept
+            kept = {k: changes.pop(k, getattr(self, k)) for k in ("chunk_len", "steps", "shift")}
+            return StreamConfig.for_strategy(strategy, **kept, **changes)
+        return replace(self, **changes) if changes else self
+
+
+STREAM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(StreamConfig))
+# Bounds of the numeric settings a user may give (widgets, flags, job files); lower bounds are StreamConfig's
+# own; upper bounds keep memory sane and stay on-model (no released model uses more than 16 frames a chunk or
+# a 64-frame window; a 100,000-frame window would allocate its K/V buffers for that many frames)
+SETTING_RANGES: dict[str, tuple[float, float]] = {
+    "chunk_len": (1, 16), "knot_len": (0, 15), "window_len": (1, 64), "shift": (0.1, 20.0),
+    "fusion_weight": (0.0, 1.0), "ahead_init": (1, 4096), "ahead_step": (1, 4096), "sink_len": (0, 64),
+    "context_noise": (0, 999)}
+
+FIELD_TYPES: dict[str, type] = {f.name: type(f.default) for f in fields(StreamConfig)}
+STEP_FIELDS: tuple[str, ...] = ("steps", "first_chunk_steps")
+SETTING_CHOICES: dict[str, tuple[str, ...]] = {"strategy": STRATEGIES, "sink_positions": SINK_POSITIONS,
+                                               "timestep_dtype": TIMESTEP_DTYPES, "reference_pin": REFERENCE_PINS}
+
+
+def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """User settings (names as StreamConfig's fields) checked one by one: known name, right type, finite,
+    within SETTING_RANGES; steps parsed. Combinations are StreamConfig's own checks."""
+    unknown = sorted(set(settings) - set(STREAM_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown}; the settings are: {', '.join(STREAM_FIELDS)}")
+    out: dict[str, Any] = {}
+    for name, value in settings.items():
+        kind = FIELD_TYPES[name]
+        if name in STEP_FIELDS:
+            value = parse_steps(value)
+        elif kind is bool:
+            _check(isinstance(value, bool), f"{name}={value!r}; give true or false")
+        elif kind is str:
+            _check(value in SETTING_CHOICES[name], f"{name}={value!r}; allowed: {', '.join(SETTING_CHOICES[name])}")
+        elif kind in (int, float):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            _check(number and (kind is float or float(value).is_integer()),
+                   f"{name}={value!r}; give a {'whole ' if kind is int else ''}number")
+            _check(math.isfinite(value), f"{name}={value!r}; give a finite number (not NaN or infinity)")
+            lo, hi = SETTING_RANGES.get(name, (-math.inf, math.inf))
+            _check(lo <= value <= hi, f"{name}={value!r}; must be in [{lo:g}, {hi:g}]")
+            value = kind(value)
+        out[name] = value
+    return out

@@ -10,11 +10,10 @@ a second full copy of the weights in host memory.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .adapters.registry import (  # noqa: F401  (re-exported: the registry's names before it had a module)
+    ADAPTER_REGISTRY,
+    KNOWN_ADAPTER_MODULES,
+    AdapterSpec,
+    adapter_spec,
+    register_adapter,
+)
 from .checkpoint_formats import KNOT_METADATA_KEY
 from .config import DiTConfig, StreamConfig
 from .errors import CheckpointError
@@ -32,9 +38,6 @@ FORMAT_VERSION = 1
 SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
                       torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
                       torch.uint8: "U8", torch.bool: "BOOL"}
-# Adapter modules that register themselves on import; looked up lazily so knot_core loads without them.
-KNOWN_ADAPTER_MODULES = {"avatar_audio": "knot_core.adapters.avatar_audio",
-                         "cross_attention": "knot_core.adapters.cross_attention"}
 
 
 @dataclass(frozen=True)
@@ -105,11 +108,6 @@ class ModelInfo:
     loop_source: str = ""  # "detected" (named by the file), "chosen" (by the user), or "" (format default)
     same_layout: tuple[str, ...] = ()  # loops of other public models with exactly this file layout
 
-    @property
-    def expects_text(self) -> bool:
-        """Every Wan2.1 DiT is text-conditioned (umT5); without text it runs on zero embeddings."""
-        return True
-
     def stream_config(self, **overrides) -> StreamConfig:
         """The recommended loop with the user's overrides. Choosing another strategy starts from that
         strategy's published settings: the recommendation's window, sink and steps belong to its own loop."""
@@ -118,36 +116,6 @@ class ModelInfo:
         if strategy is not None and strategy != base.strategy:
             return StreamConfig.for_strategy(strategy, **{k: v for k, v in overrides.items() if k != "strategy"})
         return base.replace(**overrides) if overrides else base
-
-
-@dataclass(frozen=True)
-class AdapterSpec:
-    """How to rebuild one adapter type: from a saved config, from a foreign file's shapes, and back."""
-
-    type: str
-    build: Callable[[Mapping[str, Any], DiTConfig], nn.Module]
-    config_from_shapes: Callable[[Mapping[str, Sequence[int]], DiTConfig], dict]
-    config_of: Callable[[nn.Module], dict]
-
-
-ADAPTER_REGISTRY: dict[str, AdapterSpec] = {}
-
-
-def register_adapter(spec: AdapterSpec, *, replace: bool = False) -> None:
-    """Called by adapter modules at import: `register_adapter(AdapterSpec("avatar_audio", ...))`."""
-    if spec.type in ADAPTER_REGISTRY and not replace:
-        raise ValueError(f"adapter type {spec.type!r} is already registered; pass replace=True to override")
-    ADAPTER_REGISTRY[spec.type] = spec
-
-
-def adapter_spec(type_name: str) -> AdapterSpec | None:
-    """The registered spec of an adapter type, importing its known module on first use; None if unavailable."""
-    if type_name not in ADAPTER_REGISTRY and type_name in KNOWN_ADAPTER_MODULES:
-        try:
-            importlib.import_module(KNOWN_ADAPTER_MODULES[type_name])
-        except ImportError as err:
-            log.debug("adapter module for %s not importable: %s", type_name, err)
-    return ADAPTER_REGISTRY.get(type_name)
 
 
 def metadata_json(config: DiTConfig, adapters: Sequence[AdapterRecord], sampler: SamplerDefaults,

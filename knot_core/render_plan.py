@@ -7,22 +7,48 @@ chunks in flight (AvatarForcing's first chunk also outputs the reference as late
 `latent_frames_asked` counts exactly what `stream.generate` requests, so a signal that is too short
 is reported here, before any sampling, instead of failing mid-video.
 Counts follow the Wan2.1 VAE (latent 0 -> 1 video frame, every later latent -> 4).
+
+`plan_length` is the one length rule of every front end (node, CLI, API, batch, demo): a `Length` in
+seconds, frames, or "signal" (until the driving inputs end). A signal with end_policy 'stop' bounds the
+render to the frames its latents can serve; one with 'continue', and the muxed audio, end the video where
+they end when the length is "signal" (the last chunk's knot may look past that end: silence / the last
+pose held), and never refuse a longer explicit length.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-from .config import LATENT_CHANNELS, StreamConfig
+from .config import LATENT_CHANNELS, StreamConfig, latent_frames_for, video_frames_for
 from .driving import encode_driving
-from .errors import InputError
-from .pipeline import latent_frames_for, video_frames_for
+from .errors import ConfigError, InputError
 
 LengthUnit = Literal["seconds", "frames", "signal"]
 LENGTH_UNITS: tuple[str, ...] = ("seconds", "frames", "signal")
+
+
+class LengthError(ConfigError, InputError):
+    """No length can be planned: neither a length setting nor a driving input with an end."""
+
+
+@dataclass(frozen=True)
+class Length:
+    """How long a render is asked to be: `amount` in `unit` ("signal": until the driving inputs end)."""
+
+    amount: float = 0.0
+    unit: LengthUnit = "signal"
+
+    @classmethod
+    def of(cls, *, frames: int | None = None, seconds: float | None = None) -> Length:
+        """The CLI/job form: frames, else seconds, else until the driving inputs end."""
+        if frames is not None:
+            return cls(frames, "frames")
+        return cls(seconds, "seconds") if seconds is not None else cls()
 
 
 def chunks_for(cfg: StreamConfig, video_frames: int) -> int:
@@ -56,6 +82,29 @@ def frames_until_signal_end(cfg: StreamConfig, available_latents: int, fps: floa
     return video_frames_for(cfg.lead_frames + chunks * c)
 
 
+def plan_length(cfg: StreamConfig, fps: float, length: Length, signals: Sequence = (),
+                audio_frames: int | None = None) -> int:
+    """Video frames to render (the module docstring's rule); raises before any work if it cannot be met.
+
+    signals: the stream's driving signals (`num_frames`, `end_policy`, `available_latent_frames()`);
+    audio_frames: video frames the muxed audio lasts (None: no audio).
+    """
+    bounded = [n for n in (s.available_latent_frames() for s in signals) if n is not None]
+    available = min(bounded) if bounded else None
+    ends = [s.num_frames for s in signals if s.num_frames is not None and s.end_policy == "continue"]
+    ends += [audio_frames] if audio_frames is not None else []
+    if length.unit == "signal" and available is None and ends:
+        _check_fps(fps)
+        return max(1, min(ends))
+    frames = plan_frames(cfg, fps, length.amount, length.unit, available)
+    return min([frames, *ends]) if length.unit == "signal" and ends else frames
+
+
+def _check_fps(fps: float) -> None:
+    if not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise InputError(f"fps={fps!r}; the frame rate must be a positive number (e.g. 25)")
+
+
 def plan_frames(cfg: StreamConfig, fps: float, length: float, unit: str, available_latents: int | None) -> int:
     """Video frames to render for `length` in `unit`; raises InputError if the signals end too early.
 
@@ -63,14 +112,15 @@ def plan_frames(cfg: StreamConfig, fps: float, length: float, unit: str, availab
     """
     if unit not in LENGTH_UNITS:
         raise InputError(f"length unit {unit!r}; choose one of {', '.join(LENGTH_UNITS)}")
-    if fps <= 0 or not math.isfinite(fps):
-        raise InputError(f"fps={fps!r}; the frame rate must be a positive number")
+    _check_fps(fps)
     if unit == "signal":
         if available_latents is None:
-            raise InputError("length is 'until the signal ends', but no driving signal with an end is connected; "
-                             "connect an audio / pose / expression signal with end_policy 'stop', or give the "
-                             "length in seconds or frames")
+            raise LengthError("no length given, and no driving signal with an end: give the length in seconds or "
+                              "frames (--seconds / --frames, the sampler's length), or a driving input that ends "
+                              "(--audio / --pose / --expression, or a signal with end_policy 'stop')")
         return frames_until_signal_end(cfg, available_latents, fps)
+    if not isinstance(length, (int, float)) or not math.isfinite(length):
+        raise InputError(f"length {length!r} {unit}; give a finite number")
     frames = round(length * fps) if unit == "seconds" else int(length)
     if frames < 1:
         raise InputError(f"length {length:g} {unit} gives {frames} video frames at {fps:g} fps; ask for at least "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -363,9 +364,13 @@ def _open_tensors(source: str | os.PathLike | Mapping[str, Tensor]) -> Iterator[
     if path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError as e:  # weights_only refused an object: nothing was executed
+            raise CheckpointError(f"{path.name} holds pickled Python objects besides tensors, so it was not loaded "
+                                  f"(unpickling can run arbitrary code); give a weights-only file. {VAE_FILE_HINT}") \
+                from e
         except (RuntimeError, OSError, EOFError, ValueError) as e:
-            raise CheckpointError(f"{path.name}: cannot be read as a torch checkpoint ({e}); it may be truncated "
-                                  f"or corrupt, download it again. {VAE_FILE_HINT}") from e
+            raise CheckpointError(f"{path.name}: cannot be read as a torch checkpoint ({type(e).__name__}); it may "
+                                  f"be truncated or corrupt, download it again. {VAE_FILE_HINT}") from e
         if not isinstance(state, Mapping):
             raise CheckpointError(f"{path.name}: holds a {type(state).__name__}, not a state dict; {VAE_FILE_HINT}")
         yield path.name, state

@@ -6,9 +6,8 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-
 from knot_core.compilation import COMPILE_MODES
+from knot_core.config import DTYPES
 from knot_core.errors import CheckpointError, InputError
 from knot_core.model_loops import LOOPS
 
@@ -18,8 +17,7 @@ from .types import CATEGORY, KNOT_MODEL, KNOT_REFERENCE, KNOT_VAE, LoadedModel, 
 log = logging.getLogger(__name__)
 
 MODEL_FOLDERS = (KNOT_FOLDER, "diffusion_models")
-DTYPES = ("bf16", "fp16", "fp32")
-VAE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+VAE_DTYPES = {name: DTYPES[name] for name in ("fp32", "bf16", "fp16")}  # fp32 first: the exact default
 VAE_APPROX = "vae_approx"  # ComfyUI's folder of tiny decoders (its live previews read lighttaew2_1 there)
 
 
@@ -171,23 +169,14 @@ class KnotForcingEncodeReference:
 
     def encode(self, model: LoadedModel, vae, image, framing: str, width: int, height: int, center_x: float,
                center_y: float, keep_mask=None):
-        from knot_core.image import resolution_for
-        from knot_core.reference_crop import face_centre, frame_mask, plan_framing
-        from knot_core.vae import encode_image
+        from knot_core.reference_crop import frame_reference, reference_size
 
         if image is None or image.ndim != 4 or image.shape[0] < 1:
             raise InputError("no reference image: connect a Load Image node (IMAGE [B, H, W, 3]) to 'image'")
         if image.shape[0] > 1:
             log.warning("the reference batch has %d images; using the first", image.shape[0])
-        photo, (ih, iw) = image[:1], image.shape[1:3]
-        rh, rw = model.info.sampler.resolution
-        auto_h, auto_w = resolution_for(ih, iw, max_area=rh * rw)
-        h, w = height or auto_h, width or auto_w
-        centre = face_centre(photo[0]) if framing == "face_crop" else (center_y, center_x)
-        plan = plan_framing(ih, iw, h, w, framing, centre)
-        pixels = plan.apply(photo).to(device=vae.device, dtype=vae.dtype)  # (1, 3, 1, h, w)
-        latent = encode_image(vae, pixels).float()  # (1, 16, 1, h/8, w/8)
-        mask = None if keep_mask is None else frame_mask(keep_mask, (ih, iw), plan, tuple(latent.shape[-2:]))
+        h, w = reference_size(image.shape[1], image.shape[2], model.info.sampler.resolution, height, width)
+        latent, mask = frame_reference(vae, image, h, w, framing, (center_y, center_x), keep_mask)
         return (Reference(latent, h, w, mask),)
 
 

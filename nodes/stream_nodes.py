@@ -1,11 +1,11 @@
-"""The Streaming Sampler: inputs -> knot_core.pipeline.render_to_file -> an MP4 written chunk by chunk."""
+"""The Streaming Sampler: sockets -> knot_core.render_path (prepare, stream, decode) -> an MP4, chunk by chunk."""
 
 from __future__ import annotations
 
 import logging
-from fractions import Fraction
 
 from knot_core.errors import InputError
+from knot_core.render_plan import LENGTH_UNITS
 
 from .host import host
 from .preview import ChunkReporter
@@ -22,8 +22,6 @@ from .types import (
 )
 
 log = logging.getLogger(__name__)
-
-LENGTH_UNITS = ("seconds", "frames", "signal")
 
 
 def text_embedding(conditioning, model: LoadedModel):
@@ -78,32 +76,26 @@ class KnotForcingStreamingSampler:
     def render(self, model, vae, reference, seed: int, length: float, length_unit: str, filename_prefix: str,
                max_image_frames: int, settings: KnotSettings | None = None, text=None, signals: Signals | None = None,
                unique_id: str | None = None):
-        from knot_core.demo import torch_threads
-        from knot_core.engine.stream import StreamInputs, validate_inputs
-        from knot_core.pipeline import render_to_file
-        from knot_core.render_plan import check_vae_pair, chunks_for, plan_frames, preflight_signals
+        from knot_core.engine.stream import StreamInputs
+        from knot_core.file_sink import FileOutput, write_file
+        from knot_core.render_path import prepare, torch_threads
+        from knot_core.render_plan import Length
 
         if reference is None:
             raise InputError("no reference: connect Encode Reference (a portrait photo) to 'reference'")
         h, signals = host(), signals or Signals()
         cfg = (settings or KnotSettings()).resolve(model.info.stream_config())
-        fps = signals.fps or model.info.sampler.fps
         inputs = StreamInputs(reference.latent_size, reference.latent, text_embedding(text, model),
                               reference.keep_mask, signals.items)
-        frames = plan_frames(cfg, fps, length, length_unit, signals.available_latent_frames())
-        check_vae_pair(model.info.config.out_dim, vae.z_dim)
-        validate_inputs(model.model, cfg, inputs)
-        preflight_signals(model.model, signals.items, model.model.patch_embedding.weight.device)
+        plan = prepare(model.model, vae, cfg, inputs, fps=signals.fps or model.info.sampler.fps,
+                       length=Length(length, length_unit), seed=seed, audio=signals.audio)
+        frames = plan.num_frames
         path, subfolder = h.output_file(filename_prefix, "mp4")
-        report = ChunkReporter(h, unique_id, chunks=chunks_for(cfg, frames), fps=fps, knot_len=cfg.knot_len,
+        report = ChunkReporter(h, unique_id, chunks=plan.chunks, fps=float(plan.fps), knot_len=cfg.knot_len,
                                keep_frames=frames <= max_image_frames)
-        audio, rate = signals.audio or (None, None)
         try:
             with torch_threads(model.threads):
-                result = render_to_file(model.model, cfg, inputs, vae, path,
-                                        fps=Fraction(fps).limit_denominator(1001), num_frames=frames, seed=seed,
-                                        audio=audio, sample_rate=rate,
-                                        should_stop=h.interrupted, on_chunk=report)
+                result = write_file(plan, FileOutput(path), should_stop=h.interrupted, on_chunk=report)
         except BaseException as exc:  # the node must not stay on a stale chunk: say how it ended, and where the file is
             report.finish(path.name, subfolder, "cancelled" if isinstance(exc, h.interrupt_errors) else "failed")
             raise

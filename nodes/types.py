@@ -7,7 +7,8 @@ number of renders.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from knot_core.config import VAE_STRIDE, StreamConfig
@@ -54,36 +55,19 @@ class Reference:
 
 
 @dataclass(frozen=True)
-class RunningAhead:
-    """The running-ahead fields of StreamConfig (paper: n_init, s)."""
-
-    running_ahead: bool
-    ahead_init: int
-    ahead_step: int
-
-
-KNOT_SETTINGS_WIDGETS = ("strategy", "chunk_len", "knot_len", "window_len", "steps", "shift", "fusion_weight")
-
-
-@dataclass(frozen=True)
 class KnotSettings:
-    """What the settings nodes chose; the rest comes from the model's recommended StreamConfig."""
+    """What the settings nodes chose: overrides (StreamConfig field names) laid over the loaded model's
+    recommended StreamConfig, so every recommendation not overridden stays (as the CLI's flags and
+    RenderJob.settings do)."""
 
-    stream: StreamConfig | None = None  # from Knot Settings
-    ahead: RunningAhead | None = None  # from Running Ahead
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
-    def resolve(self, default: StreamConfig) -> StreamConfig:
-        """The StreamConfig a render uses (raises ConfigError on an invalid combination). Knot Settings with
-        the model's own strategy override only its widgets on the model's recommendation (a loop's other
-        settings, e.g. LiveTalk's bf16 timesteps, stay); another strategy brings that strategy's defaults."""
-        cfg = default
-        if self.stream is not None and self.stream.strategy == default.strategy:
-            cfg = default.replace(**{n: getattr(self.stream, n) for n in KNOT_SETTINGS_WIDGETS})
-        elif self.stream is not None:
-            cfg = self.stream
-        if self.ahead is not None:
-            cfg = cfg.replace(**{f.name: getattr(self.ahead, f.name) for f in fields(self.ahead)})
-        return cfg
+    def resolve(self, recommended: StreamConfig) -> StreamConfig:
+        """The StreamConfig a render uses (raises ConfigError on an invalid combination)."""
+        return recommended.with_settings(self.overrides)
+
+    def add(self, **overrides: Any) -> KnotSettings:
+        return KnotSettings({**self.overrides, **overrides})
 
 
 @dataclass(frozen=True)

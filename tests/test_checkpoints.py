@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from knot_core import model_file
+from knot_core.adapters import registry
 from knot_core.checkpoint_formats import detect_format, infer_config, map_keys
 from knot_core.checkpoints import check_text, describe_dit, load_dit, load_text_embedding, save_knot_model
 from knot_core.config import PRESETS, StreamConfig
@@ -122,13 +122,13 @@ TINY_AUDIO_SPEC = AdapterSpec(
 
 @pytest.fixture
 def no_adapters(monkeypatch):
-    monkeypatch.setattr(model_file, "ADAPTER_REGISTRY", {})
-    monkeypatch.setattr(model_file, "KNOWN_ADAPTER_MODULES", {})
+    monkeypatch.setattr(registry, "ADAPTER_REGISTRY", {})
+    monkeypatch.setattr(registry, "KNOWN_ADAPTER_MODULES", {})
 
 
 @pytest.fixture
 def audio_registered(monkeypatch):
-    monkeypatch.setattr(model_file, "ADAPTER_REGISTRY", {"avatar_audio": TINY_AUDIO_SPEC})
+    monkeypatch.setattr(registry, "ADAPTER_REGISTRY", {"avatar_audio": TINY_AUDIO_SPEC})
 
 
 def avatar_state(m: KnotDiT, lora, audio: TinyAudioAdapter) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from knot_core.adapters.avatar_audio import AvatarAudioAdapter, AvatarAudioConfig
 from knot_core.checkpoints import describe_dit, load_dit, save_knot_model
 from knot_core.cli import main
-from knot_core.config import DiTConfig
+from knot_core.config import DiTConfig, StreamConfig
 from knot_core.dit import KnotDiT
 from knot_core.errors import CheckpointError
 from knot_core.model_file import FORMAT_SAMPLERS
@@ -191,7 +191,7 @@ def test_a_livetalk_file_renders_with_its_own_loop_and_audio_front_end(tmp_path)
     import numpy as np
 
     from knot_core.render import RenderJob, render
-    from knot_core.render_session import open_session
+    from knot_core.render_session import load_job
     from knot_core.vae import VAEConfig, WanVAE
     from knot_core.video_reader import probe
 
@@ -212,9 +212,9 @@ def test_a_livetalk_file_renders_with_its_own_loop_and_audio_front_end(tmp_path)
     job = RenderJob(reference=tmp_path / "ref.png", model=tmp_path / "model.safetensors",
                     vae=tmp_path / "vae.safetensors", out=tmp_path / "out.mp4", audio=tmp_path / "speech.wav",
                     wav2vec=tmp_path / "wav2vec2", width=32, height=32, frames=57, dtype="fp32", device="cpu")
-    session = open_session(job)
-    assert session.cfg == LOOPS["livetalk"].sampler.stream and session.fps == 16
-    (audio,) = session.inputs.signals
+    plan, _ = load_job(job)
+    assert plan.cfg == LOOPS["livetalk"].sampler.stream and plan.fps == 16
+    (audio,) = plan.inputs.signals
     assert audio.alignment == "livetalk" and audio.num_frames == 3 * 16 + 1
     result = render(job)
     assert result.frames == 57 and probe(tmp_path / "out.mp4").fps == 16
@@ -224,8 +224,12 @@ def test_knot_settings_on_a_loop_override_only_their_widgets():
     types = pytest.importorskip("nodes.types")
     settings_nodes = pytest.importorskip("nodes.settings_nodes")
     livetalk = LOOPS["livetalk"].sampler.stream
-    settings = settings_nodes.KnotForcingKnotSettings().build("longlive", 3, 0, 4, "1000,750,500,250", 5.0, 0.5)[0]
+    settings = settings_nodes.KnotForcingKnotSettings().build("model", -1, -1, 4, "", -1, -1)[0]
     assert isinstance(settings, types.KnotSettings)
     assert settings.resolve(livetalk) == livetalk.replace(window_len=4)  # sink 9 absolute, bf16, clean pin kept
+    same = settings_nodes.KnotForcingKnotSettings().build("longlive", 3, 0, 4, "1000,750,500,250", 5.0, 0.5)[0]
+    assert same.resolve(livetalk).timestep_dtype == "bfloat16" and same.resolve(livetalk).sink_len == 9
     other = settings_nodes.KnotForcingKnotSettings().build("self_forcing", 1, 0, 20, "1000,500", 5.0, 0.5)[0]
-    assert other.resolve(livetalk) == other.stream  # another strategy: its own defaults
+    assert other.resolve(livetalk) == StreamConfig.for_strategy("self_forcing", chunk_len=1, knot_len=0,
+                                                                window_len=20, steps=(1000, 500), shift=5.0,
+                                                                fusion_weight=0.5)  # another strategy: its own

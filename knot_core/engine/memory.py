@@ -8,6 +8,8 @@ so memory per chunk is flat for any stream length.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor
 
@@ -19,6 +21,36 @@ from .kv_store import AnchorWriter, CacheView, StreamKV
 from .visibility import Visible
 
 ROPE_TABLES = 16  # RoPE tables kept per stream (a steady knot stream uses about 5)
+
+
+class Memory(Protocol):
+    """What the chunk loop needs of the stream's past: `CachedMemory`, or a test's cache-free reference that
+    recomputes the same attention from every frame (tests/reference_memory.py)."""
+
+    model: KnotDiT
+
+    def anchor_reference(self, x_in: Tensor, t: Tensor, driving: DrivingTokens | None = None) -> None:
+        """Clean pass of the reference frame alone: its K/V become the anchor (with latent 0's driving
+        where the reference is the video's first latent, as AvatarForcing trains it)."""
+        ...
+
+    def predict(self, x_in: Tensor, t: Tensor, first_frame: int, visible: Visible,
+                driving: DrivingTokens | None) -> Tensor:
+        """One denoising forward of a chunk starting at latent `first_frame`: v (B, 16, F, h, w)."""
+        ...
+
+    def commit(self, x_in: Tensor, t: Tensor, first_frame: int, visible: Visible,
+               driving: DrivingTokens | None) -> None:
+        """The clean pass of committed frames: their K/V join the window."""
+        ...
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Everything the memory holds, as flat named tensors (a stream's saved state)."""
+        ...
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Restore what `state_tensors` gave, into a memory built for the same model and settings."""
+        ...
 
 
 class CachedMemory:

@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from ..config import LATENT_CHANNELS, StreamConfig
 from ..dit import KnotDiT
-from ..driving import encode_driving, slice_driving
+from ..driving import encode_driving
 from ..errors import InputError
 from .conditioning import chunk_known, model_input, reference_known
 from .memory import CachedMemory
 from .noise import NoiseSource
-from .sampler import commit_chunk, denoise_chunk, rolling_step, start_noise
+from .sampler import ChunkContext, commit_chunk, denoise_chunk, rolling_step, start_noise
 from .schedule import FlowSchedule, advance_reference
 from .state import StreamState
 from .visibility import commit_visible, denoise_visible
@@ -107,17 +107,18 @@ def generate(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, state: Str
         started, i, c = time.perf_counter(), state.next_frame, cfg.chunk_len
         state.ref_index = advance_reference(cfg, i, state.ref_index)  # 2
         seen = denoise_visible(cfg, i, state.ref_index)
+        base = ChunkContext(memory, sched, state.noise, ref, i, seen, driving=None)
         if cfg.rolls:
-            committed, known, driving = _rolling(model, cfg, sched, inputs, state, ref, like, seen)
+            committed, known, ctx = _rolling(model, cfg, inputs, state, like, base)
         else:
             known = chunk_known(cfg, cfg.span, i, knot=state.knot, reference=ref, keep_mask=inputs.keep_mask,
                                 like=like)
-            driving = encode_driving(model.driving, inputs.signals, i, cfg.span, device)
-            x0 = denoise_chunk(memory, sched, cfg.steps_of_chunk(i), state.noise, known, ref, i, seen, driving,
-                               timestep_dtype=cfg.timestep_dtype, pin_clean=cfg.reference_pin == "clean")  # 3
+            ctx = replace(base, driving=encode_driving(model.driving, inputs.signals, i, cfg.span, device))
+            x0 = denoise_chunk(ctx, cfg.steps_of_chunk(i), known, timestep_dtype=cfg.timestep_dtype,
+                               pin_clean=cfg.reference_pin == "clean")  # 3
             committed, state.knot = x0[:, :, :c], (x0[:, :, c:] if cfg.knot_len else None)  # 4
-        commit_chunk(memory, sched, cfg.context_noise, state.noise, committed, known.frames(0, c), ref, i,
-                     commit_visible(cfg, i, state.ref_index), slice_driving(driving, 0, c))  # 5
+        commit_ctx = replace(ctx.first(c), visible=commit_visible(cfg, i, state.ref_index))
+        commit_chunk(commit_ctx, cfg.context_noise, committed, known.frames(0, c))  # 5
         state.next_frame, state.chunk_index = i + c, state.chunk_index + 1
         lead = i == cfg.lead_frames and cfg.lead_frames  # the video's reference latent goes out first
         latents = torch.cat([ref, committed], dim=2) if lead else committed
@@ -134,18 +135,18 @@ def _anchor_reference(model, cfg, inputs, memory, ref) -> None:
     memory.anchor_reference(model_input(model.cfg, ref, reference_known(ref), ref), t0, driving)
 
 
-def _rolling(model, cfg, sched, inputs, state, ref, like, seen):
+def _rolling(model, cfg, inputs, state, like, base: ChunkContext):
     """Rolling / avatar forcing: add a fresh noise chunk, run joint forwards until the oldest is clean."""
-    i, c, device = state.next_frame, cfg.chunk_len, like.device
+    i, c, device, sched = state.next_frame, cfg.chunk_len, like.device, base.sched
     while True:
         frames = c * (len(state.rolling) + 1)
-        known = chunk_known(cfg, frames, i, knot=None, reference=ref, keep_mask=inputs.keep_mask, like=like)
+        known = chunk_known(cfg, frames, i, knot=None, reference=base.reference, keep_mask=inputs.keep_mask,
+                            like=like)
         eps = state.noise.draw((inputs.batch, LATENT_CHANNELS, c, *inputs.latent_size), device)
         sigma0 = sched.sigma(torch.full((inputs.batch, c), sched.warp(cfg.steps[0]), dtype=torch.float64))
         state.rolling.append(start_noise(known.frames(frames - c, frames), sigma0.to(device), eps))
         state.levels.append(0)
-        driving = encode_driving(model.driving, inputs.signals, i, frames, device)
-        done = rolling_step(state.memory, sched, cfg.steps, state.noise, state.rolling, state.levels, known, ref,
-                            i, seen, driving)
+        ctx = replace(base, driving=encode_driving(model.driving, inputs.signals, i, frames, device))
+        done = rolling_step(ctx, cfg.steps, state.rolling, state.levels, known)
         if done is not None:
-            return done, known, driving
+            return done, known, ctx
