@@ -10,13 +10,15 @@ Semantics follow the original exactly:
   every later latent 4 (1 + 4(T-1) in all). Here the layers' typed state makes any grouping give the same
   frames, so `StreamingDecoder` decodes chunk by chunk with memory flat in the stream's length.
 - latents are normalised per channel (Wan21): z = (μ − mean) / std; decode un-normalises first.
-`load_vae` reads either file (or a state dict, e.g. ComfyUI's VAE weights) strictly, under any key prefix.
+`load_vae` reads either file (or a state dict, e.g. ComfyUI's VAE weights) strictly, under any key prefix;
+`load_codec` also takes the TAEHV tiny autoencoders (knot_core.tiny_codec), told apart by their keys.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -313,6 +315,8 @@ _FOREIGN_FILES: tuple[tuple[str, str], ...] = (
     ("SelfAttention.q.weight", "a umT5 text encoder file"),
     ("feature_projection", "a wav2vec2 audio encoder file"),
     ("vision_model", "a CLIP vision encoder file"),
+    ("decoder.22.bias", "a TAEHV tiny autoencoder (taew2_1 / lighttaew2_1): load it with load_codec (the "
+                        "Knot Forcing VAE Loader node and --vae do)"),
 )
 
 
@@ -360,9 +364,13 @@ def _open_tensors(source: str | os.PathLike | Mapping[str, Tensor]) -> Iterator[
     if path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError as e:  # weights_only refused an object: nothing was executed
+            raise CheckpointError(f"{path.name} holds pickled Python objects besides tensors, so it was not loaded "
+                                  f"(unpickling can run arbitrary code); give a weights-only file. {VAE_FILE_HINT}") \
+                from e
         except (RuntimeError, OSError, EOFError, ValueError) as e:
-            raise CheckpointError(f"{path.name}: cannot be read as a torch checkpoint ({e}); it may be truncated "
-                                  f"or corrupt, download it again. {VAE_FILE_HINT}") from e
+            raise CheckpointError(f"{path.name}: cannot be read as a torch checkpoint ({type(e).__name__}); it may "
+                                  f"be truncated or corrupt, download it again. {VAE_FILE_HINT}") from e
         if not isinstance(state, Mapping):
             raise CheckpointError(f"{path.name}: holds a {type(state).__name__}, not a state dict; {VAE_FILE_HINT}")
         yield path.name, state
@@ -440,3 +448,15 @@ def load_vae(source: str | os.PathLike | Mapping[str, Tensor], *, dtype: torch.d
     logger.info("loaded Wan VAE from %s (dim %d, prefix %r, %d other tensors ignored)", name, config.dim, prefix,
                 ignored)
     return vae.eval().requires_grad_(False)
+
+
+def load_codec(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
+               device: str | torch.device = "cpu"):
+    """The codec a file holds, from its keys: the Wan2.1 VAE (`WanVAE`) or a TAEHV tiny autoencoder
+    (`tiny_codec.TinyCodec`: taew2_1, lighttaew2_1). Both meet pipeline.LatentCodec."""
+    from .checkpoints import open_checkpoint
+    from .tiny_codec import is_tiny_codec_file, load_tiny_codec
+
+    if Path(path).is_file() and is_tiny_codec_file(open_checkpoint(path, "a VAE").shapes):
+        return load_tiny_codec(path, dtype=dtype, device=device)
+    return load_vae(path, dtype=dtype, device=device)

@@ -102,7 +102,7 @@ def test_disk_full_reports_what_the_file_holds(files, tmp_path):
     assert count_frames(out) in (9, 21, 33, 45, 57, 69)
 
 
-def test_a_plain_expression_csv_renders_with_source_fps(files, tmp_path, capsys):
+def test_a_plain_expression_csv_renders_with_expression_fps(files, tmp_path, capsys):
     from knot_core.adapters.cross_attention import CrossAttentionAdapter, CrossAttentionConfig
     from knot_core.checkpoints import load_dit
     from knot_core.model_file import save_knot_model
@@ -117,6 +117,6 @@ def test_a_plain_expression_csv_renders_with_source_fps(files, tmp_path, capsys)
                  str(tmp_path / "coef.csv"))
     assert main(base) == 2
     err = capsys.readouterr().err
-    assert "carries no frame rate" in err and "--source-fps N" in err  # the flag the message names exists
-    assert main([*base, "--source-fps", "16"]) == 0  # 32 rows at 16 rows/s = 2 s = 32 frames at 16 fps
+    assert "carries no frame rate" in err and "--expression-fps" in err  # the flag the message names exists
+    assert main([*base, "--expression-fps", "16"]) == 0  # 32 rows at 16 rows/s = 2 s = 32 frames at 16 fps
     assert count_frames(tmp_path / "e.mp4") == 32

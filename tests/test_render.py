@@ -32,14 +32,13 @@ def frames_in_state(path: Path) -> int:
 
 
 def write_tiny_files(folder: Path) -> dict[str, Path]:
-    """A tiny KnotDiT (33-channel layout, 2 steps, 16 fps, 32x32), a tiny Wan VAE and a 64x64 photo (the
-    smallest reference accepted)."""
+    """A tiny KnotDiT (33-channel layout, 2 steps, 16 fps, 32x32), a tiny Wan VAE and a 64x64 photo."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     sampler = SamplerDefaults(StreamConfig(steps=(1000, 500)), fps=16, resolution=(32, 32))
     save_knot_model(KnotDiT(PRESETS["tiny-noise-ref-mask"]), folder / "model.safetensors", sampler=sampler)
     save_file(WanVAE(VAEConfig.tiny()).state_dict(), str(folder / "vae.safetensors"))
-    photo = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    photo = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)  # the 64 px minimum
     cv2.imwrite(str(folder / "ref.png"), photo)
     return {"reference": folder / "ref.png", "model": folder / "model.safetensors", "vae": folder / "vae.safetensors"}
 
@@ -289,8 +288,12 @@ def test_silently_wrong_inputs_are_refused_before_any_file(files, tmp_path):
     out = tmp_path / "x.mp4"
     text = tmp_path / "nan.safetensors"
     save_file({"context": torch.full((4, 32), float("nan"))}, str(text))  # tiny preset: text_dim 32
-    with pytest.raises(CheckpointError, match="text embedding has 128 NaN/Inf values of 128"):
+    with pytest.raises(CheckpointError, match="nan.safetensors holds NaN or infinite values"):
         render(job(files, out, text=text))
+    from knot_core.checkpoints import check_text, describe_dit
+
+    with pytest.raises(CheckpointError, match="text embedding holds NaN or infinite values"):  # a node's tensor
+        check_text(describe_dit(files["model"]), torch.full((1, 4, 32), float("nan")))
 
     wav = write_tone(tmp_path / "speech.wav", 3.0)
     cut = tmp_path / "cut.wav"
@@ -326,5 +329,5 @@ def test_a_model_with_adapters_render_cannot_feed_is_refused_not_dropped(files, 
 def test_the_reference_size_rule_is_the_nodes(files, tmp_path):
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), np.zeros((48, 40, 3), np.uint8))
-    with pytest.raises(InputError, match="small.png': reference image is 40x48 px; a portrait needs at least 64 px"):
+    with pytest.raises(InputError, match="reference image is 40x48 px; a portrait needs at least 64 px"):
         render(job({**files, "reference": small}, tmp_path / "s.mp4"))

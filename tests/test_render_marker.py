@@ -96,5 +96,7 @@ def test_ctrl_c_in_demo_keeps_a_playable_file_and_says_so(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    held = count_frames(out)
-    assert held > 0 and err.strip().splitlines()[-1] == f"stopped: {out} holds {held} frames (playable)"
+    held = count_frames(out)  # the demo is a resumable render: the message names the file, its frames, the state
+    found = describe_output(out, state_path(out))
+    assert held > 0 and err.strip().splitlines()[-1] == "interrupted: " + found.describe()
+    assert f"holds {held} frames (playable); its resume state is at frame {held}" in err
