@@ -26,9 +26,8 @@ def render(job: RenderJob, *, progress: bool = False, should_stop: Callable[[], 
     from .file_sink import write_file
     from .output_lock import claim_output
     from .render_session import load_job
-    from .video_writer import _check_path  # suffix, directory, writable: before a lock file is made there
 
-    _check_path(job.out, overwrite=True)
+    check_job(replace(job, overwrite=True, resume=False))  # the output's name and place, before a lock is made there
     with claim_output(job.out):  # claimed before the checks: a second render of a running one names the first
         check_job(job)
         plan, output = load_job(job, progress=progress)

@@ -215,7 +215,7 @@ class TinyCodec(nn.Module):
         Frame 0 is repeated to fill latent 0's four frames (the decoder's trim makes latent 0 frame 0 alone);
         for the one-frame reference this is exactly TAEHV's `encode_video` (which repeats the last frame).
         """
-        from .vae import normalize_latent
+        from .latent_norm import normalize_latent
 
         if self.encoder is None:
             raise CheckpointError("this tiny decoder file holds no encoder (no 'encoder.*' tensors), so it cannot "
@@ -275,7 +275,7 @@ class TinyStreamingDecoder:
 
     @torch.no_grad()
     def decode(self, latent: Tensor) -> Tensor:
-        from .vae import denormalize_latent
+        from .latent_norm import denormalize_latent
 
         self._check(latent)
         z = denormalize_latent(latent) if self.codec.config.latents == "raw" else latent

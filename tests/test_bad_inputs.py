@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_render import one_thread  # noqa: F401 - autouse fixture: one torch thread per test
 
 from knot_core.checkpoints import save_knot_model
 from knot_core.cli import main
@@ -358,12 +359,6 @@ def run(argv: list[str]) -> int:
         return int(exit_.code)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_render import one_thread  # noqa: F401 - autouse fixture: one torch thread per test
 
 from knot_core.api import RenderJob, iter_frames
 from knot_core.batch import load_jobs, run_jobs
@@ -46,12 +47,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
             "vae": root / "vae" / "tiny_vae.safetensors"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def through_node(files, output: Path, monkeypatch, **render) -> tuple[Path, torch.Tensor]:

@@ -207,7 +207,7 @@ def test_a_livetalk_file_renders_with_its_own_loop_and_audio_front_end(tmp_path)
                                                                            num_blocks=1)))
     save_file(_livetalk_keys(model), tmp_path / "model.safetensors")
     save_file(WanVAE(VAEConfig.tiny()).state_dict(), str(tmp_path / "vae.safetensors"))
-    cv2.imwrite(str(tmp_path / "ref.png"), (np.random.default_rng(0).random((48, 48, 3)) * 255).astype(np.uint8))
+    cv2.imwrite(str(tmp_path / "ref.png"), (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8))
     _write_wav(tmp_path / "speech.wav", 3.0)
     job = RenderJob(reference=tmp_path / "ref.png", model=tmp_path / "model.safetensors",
                     vae=tmp_path / "vae.safetensors", out=tmp_path / "out.mp4", audio=tmp_path / "speech.wav",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_render import one_thread  # noqa: F401 - autouse fixture: one torch thread per test
 from torch import Tensor
 
 from knot_core.errors import CheckpointError, InputError
@@ -22,14 +23,6 @@ from knot_core.tiny_codec import (
     load_tiny_codec,
 )
 from knot_core.vae import StreamingDecoder, VAEConfig, WanVAE, denormalize_latent, load_codec, normalize_latent
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_codec(latents="normalised", seed=0, dtype=torch.float64) -> TinyCodec:

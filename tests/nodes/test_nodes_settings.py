@@ -37,7 +37,8 @@ def test_knot_settings_with_only_knot_len_keeps_every_other_recommendation(model
     assert settings.resolve(recommended) == recommended.replace(knot_len=0)
     assert settings.resolve(recommended).steps == (1000, 800, 400, 200)  # not the class default 1000,750,500,250
     ahead = N["KnotForcingRunningAhead"]().build(True, 12, 5, settings)[0]
-    assert ahead.resolve(recommended) == recommended.replace(knot_len=0, ahead_init=12, ahead_step=5)
+    assert ahead.resolve(recommended) == recommended.replace(knot_len=0, running_ahead=True, ahead_init=12,
+                                                             ahead_step=5)
     assert N["KnotForcingKnotSettings"]().build(**KEEP)[0].resolve(recommended) == recommended
 
     # the render uses exactly that config: the node's frames are the recommended-with-knot_len-0 stream's
