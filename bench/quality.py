@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import subprocess
 import sys
 import tempfile
@@ -348,6 +349,39 @@ def model_version(path: Path) -> str:
         return "unknown (not a git checkout)"
 
 
+def measure_row(row: str, args) -> tuple[dict, np.ndarray, int]:
+    """One row of the table in its own process: (result, contact-sheet frames, first frame of the sheet's chunk)."""
+    with torch_threads(args.threads), torch.inference_mode(), tempfile.TemporaryDirectory() as tmp:
+        model, info, codec = load_demo(args.models / "demo.safetensors", args.models / "demo_codec.safetensors")
+        portrait, reference = demo_reference(codec, args.portrait_seed)
+        motion = MotionSequence(args.seed, args.frames + 64, amount=MOTION_AMOUNT, idle=IDLE)
+        demo = info.stream_config()
+        chunk_frames = 4 * demo.chunk_len
+        first_chunk = chunk_frames - VAE_STRIDE[0] + 1  # chunk boundaries at 9, 21, 33, ... for c = 3
+        sheet_at = first_chunk + chunk_frames * max(0, (args.frames // 2 - first_chunk) // chunk_frames)
+        setup = Setup(portrait, motion, calibrate(portrait, motion, args.calibration),
+                      render(portrait, DrivingFrame(), DEMO_SIZE), sheet_at)
+        baselines = {"ground_truth": ("the drawn driving (idle motion included)",
+                                      lambda: truth_chunks(portrait, motion, chunk_frames)),
+                     "codec_round_trip": ("ground truth -> codec -> decoder",
+                                          lambda: codec_chunks(codec, portrait, motion, chunk_frames)),
+                     "still_reference": ("the reference image, repeated",
+                                         lambda: still_chunks(codec, reference, chunk_frames))}
+        if row in baselines:
+            settings, chunks = baselines[row]
+            result, sheet = run_one(row, settings, chunks(), setup, args, Path(tmp))
+        else:
+            cfg = run_config(row, demo)
+            control = args.models / CONTROLS.get(row, "-")
+            use, how = (load_dit(control, dtype=torch.float32)[0].eval(), f"{control.name}, trained in this mode") \
+                if control.is_file() else (model, "shipped model" + ("" if row == "knot" else ", untrained mode"))
+            chunks = stream_chunks(cfg, use, codec, reference, motion, args.seed)
+            config = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}
+            result, sheet = run_one(row, f"{describe(cfg)}; {how}", chunks, setup, args, Path(tmp), config)
+    print(f"{row}: {result['fps']:.0f} fps, {result['total']}", file=sys.stderr)
+    return result, sheet, sheet_at
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=10_000, help="video frames per row")
@@ -356,7 +390,8 @@ def main() -> None:
     ap.add_argument("--calibration", type=int, default=1000, help="ground-truth frames for the pixel->driving fits")
     ap.add_argument("--seed", type=int, default=0, help="driving-motion and noise seed")
     ap.add_argument("--portrait-seed", type=int, default=DEMO_PORTRAIT_SEED)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per row")
+    ap.add_argument("--jobs", type=int, default=1, help="rows measured at once, one process each")
     ap.add_argument("--runs", default=",".join(RUNS), help=f"comma list from {', '.join(RUNS)}")
     ap.add_argument("--models", type=Path, default=MODELS_DIR, help="folder of demo.safetensors and the controls")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "quality")
@@ -368,43 +403,17 @@ def main() -> None:
     if args.frames < args.segment:
         ap.error(f"--frames {args.frames} is shorter than one --segment {args.segment}")
 
-    results, sheets = [], {}
-    with torch_threads(args.threads), torch.inference_mode(), tempfile.TemporaryDirectory() as tmp:
-        model, info, codec = load_demo(args.models / "demo.safetensors", args.models / "demo_codec.safetensors")
-        portrait, reference = demo_reference(codec, args.portrait_seed)
-        motion = MotionSequence(args.seed, args.frames + 64, amount=MOTION_AMOUNT, idle=IDLE)
-        demo = info.stream_config()
-        chunk_frames = 4 * demo.chunk_len
-        first_chunk = chunk_frames - VAE_STRIDE[0] + 1  # chunk boundaries at 9, 21, 33, ... for c = 3
-        sheet_at = first_chunk + chunk_frames * max(0, (args.frames // 2 - first_chunk) // chunk_frames)
-        setup = Setup(portrait, motion, calibrate(portrait, motion, args.calibration),
-                      render(portrait, DrivingFrame(), DEMO_SIZE), sheet_at)
-        baselines = (("ground_truth", "the drawn driving (idle motion included)", truth_chunks(portrait, motion,
-                                                                                              chunk_frames)),
-                     ("codec_round_trip", "ground truth -> codec -> decoder", codec_chunks(codec, portrait, motion,
-                                                                                           chunk_frames)),
-                     ("still_reference", "the reference image, repeated", still_chunks(codec, reference,
-                                                                                        chunk_frames)))
-        for run, settings, chunks in baselines:
-            result, sheets[run] = run_one(run, settings, chunks, setup, args, Path(tmp))
-            results.append(result)
-            print(f"{run}: {result['total']}", file=sys.stderr)
-        for run in runs:
-            cfg = run_config(run, demo)
-            control = args.models / CONTROLS.get(run, "-")
-            use, how = (load_dit(control, dtype=torch.float32)[0].eval(), f"{control.name}, trained in this mode") \
-                if control.is_file() else (model, "shipped model" + ("" if run == "knot" else ", untrained mode"))
-            chunks = stream_chunks(cfg, use, codec, reference, motion, args.seed)
-            config = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}
-            result, sheets[run] = run_one(run, f"{describe(cfg)}; {how}", chunks, setup, args, Path(tmp), config)
-            results.append(result)
-            print(f"{run}: {result['fps']:.0f} fps, {result['total']}", file=sys.stderr)
+    rows = ["ground_truth", "codec_round_trip", "still_reference", *runs]
+    with multiprocessing.get_context("fork").Pool(min(args.jobs, len(rows))) as pool:
+        measured = pool.starmap(measure_row, [(row, args) for row in rows])
+    results, sheets = [m[0] for m in measured], {m[0]["run"]: m[1] for m in measured}
+    sheet_at = measured[0][2]
 
     version = model_version(args.models / "demo.safetensors")
     header = (f"Demo model {version}; {args.frames} frames per row at {DEMO_SIZE}x{DEMO_SIZE}, 25 fps, measured "
               f"from each row's MP4; portrait seed {args.portrait_seed}, motion/noise seed {args.seed} "
               f"(MotionSequence amount {MOTION_AMOUNT}, idle {IDLE}); segments of {args.segment} frames; "
-              f"{args.threads} torch thread(s).\n\n")
+              f"{args.threads} torch thread(s) per row, {args.jobs} row(s) at once.\n\n")
     md = table(results)
     print(header + md)
     args.out_dir.mkdir(parents=True, exist_ok=True)

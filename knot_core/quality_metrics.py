@@ -16,6 +16,7 @@ measured chunk by chunk and never held whole:
   * identity: the L1 distance between a frame's colour histogram and the reference image's
     (`colour_histogram`, `histogram_distance`; pose-tolerant: it counts colours, not where they are), and its
     least-squares trend over the frame index (`Trend`: drift per 1,000 frames);
+  * `sharpness`: mean absolute Laplacian (blur lowers it);
   * seams with confidence: `BoundaryMeter` keeps per-chunk sums, and `bootstrap_ratio` resamples chunks for a
     95% interval of the latent-step ratio.
 Not a reproduction of any published benchmark's code; the SSIM constants are the paper's (K1 0.01, K2 0.03).
@@ -184,6 +185,12 @@ def mouth_darkness(frames: np.ndarray, boxes) -> np.ndarray:
         raise InputError(f"{len(boxes)} mouth boxes for {len(grey)} frames; give one box per frame")
     return np.array([255.0 - float(g[y0:y1, x0:x1].mean()) for g, (x0, y0, x1, y1) in zip(grey, boxes,
                                                                                           strict=True)])
+
+
+def sharpness(frames: np.ndarray) -> np.ndarray:
+    """Mean absolute Laplacian of each grey frame: (T,). Edges raise it, blur lowers it (a soft smudge of the
+    same face scores a fraction of the crisp drawing)."""
+    return np.array([float(np.abs(cv2.Laplacian(g, cv2.CV_32F)).mean()) for g in to_grey(frames)])
 
 
 def colour_histogram(frames: np.ndarray, bins: int = 8) -> np.ndarray:

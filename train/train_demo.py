@@ -42,6 +42,7 @@ from knot_core.signals.base import wan_video_frames_of_latent
 
 log = logging.getLogger("train_demo")
 CHUNKS = 6
+CLIP_LATENTS = CHUNKS * DEMO_STREAM.chunk_len + DEMO_STREAM.knot_len + 1  # +1: fixed_anchor skips clip latent 0
 MODES = ("knot", "k0", "fixed_anchor")
 FIXED_ANCHOR_SPAN = 2500  # latents of a 10,000-frame render
 
@@ -51,26 +52,40 @@ def mode_config(mode: str) -> StreamConfig:
             "fixed_anchor": DEMO_STREAM.replace(running_ahead=False)}[mode]
 
 
-def latents_needed(cfg: StreamConfig) -> int:
-    return CHUNKS * cfg.chunk_len + cfg.knot_len
+def rendered_clips(n: int, seed: int, latents: int, cache: Path | None) -> dict[str, np.ndarray]:
+    """n rendered clips (videos, signal rows, references, mouth/eye cells per frame), from `cache` if it holds
+    exactly these (rendering is a few minutes of the CPU budget; the codec can change, the clips do not)."""
+    key = np.array([n, seed, latents])
+    if cache is not None and cache.is_file():
+        with np.load(cache) as f:
+            if np.array_equal(f["key"], key):
+                return dict(f)
+    frames, parts = 1 + 4 * (latents - 1), {"videos": [], "signal": [], "references": [], "cells": []}
+    for block in range(0, n, 50):
+        clips = make_clips(min(50, n - block), seed * 100_003 + block, frames)
+        parts["videos"].append(clips.videos)
+        parts["signal"].append(clips.signal)
+        parts["references"].append(clips.references)
+        parts["cells"].append(region_cells(clips.portraits, clips.drawn))
+    data = {k: np.concatenate(v) for k, v in parts.items()} | {"key": key}
+    if cache is not None:
+        np.savez(cache, **data)
+    return data
 
 
 @torch.no_grad()
-def encode_clips(codec, n: int, seed: int, latents: int, region_weight: float) -> dict[str, torch.Tensor]:
-    """Ground truth of n clips, encoded by the codec, in blocks (the videos are not kept)."""
-    frames, out = 1 + 4 * (latents - 1), {"latents": [], "reference": [], "features": [], "weight": []}
-    idx = torch.tensor([wan_video_frames_of_latent(k) for k in range(latents)])  # (L, 4)
-    for block in range(0, n, 50):
-        clips = make_clips(min(50, n - block), seed * 100_003 + block, frames)
-        out["latents"].append(codec.encode(to_video(clips.videos)))  # (b, 16, L, h, w)
-        out["reference"].append(codec.encode(to_video(clips.references[:, None])))  # (b, 16, 1, h, w)
-        out["features"].append(torch.from_numpy(clips.signal)[:, idx])  # (b, L, 4, P)
-        out["weight"].append(1 + region_weight * region_cells(clips.portraits, clips.drawn, idx))
-    return {k: torch.cat(v) for k, v in out.items()}
+def encode_clips(codec, data: dict[str, np.ndarray], region_weight: float) -> dict[str, torch.Tensor]:
+    """Ground-truth latents of the rendered clips (by the codec, in blocks), their driving and loss weights."""
+    latents = 1 + (data["videos"].shape[1] - 1) // 4
+    idx = np.array([wan_video_frames_of_latent(k) for k in range(latents)])  # (L, 4)
+    lat = torch.cat([codec.encode(to_video(data["videos"][i:i + 16])) for i in range(0, len(data["videos"]), 16)])
+    cells = torch.from_numpy(data["cells"][:, idx].any(2)).float()[:, None]  # (N, 1, L, h, w)
+    return {"latents": lat, "reference": codec.encode(to_video(data["references"][:, None])),
+            "features": torch.from_numpy(data["signal"])[:, idx], "weight": 1 + region_weight * cells}
 
 
-def region_cells(portraits: list[Portrait], drawn: np.ndarray, idx: torch.Tensor) -> torch.Tensor:
-    """(b, 1, L, h, w) 1.0 on latent cells that the mouth or eyes touch in any of the latent's frames."""
+def region_cells(portraits: list[Portrait], drawn: np.ndarray) -> np.ndarray:
+    """(b, V, h, w) True on latent cells that the mouth or eyes touch, per video frame."""
     h = DEMO_SIZE // 8
     cells = np.zeros((len(portraits), drawn.shape[1], h, h), bool)
     for i, portrait in enumerate(portraits):
@@ -78,7 +93,7 @@ def region_cells(portraits: list[Portrait], drawn: np.ndarray, idx: torch.Tensor
             r = regions(portrait, DrivingFrame.from_vector(row), DEMO_SIZE)
             for x0, y0, x1, y1 in (r.mouth, r.eyes):
                 cells[i, t, y0 // 8: -(-y1 // 8), x0 // 8: -(-x1 // 8)] = True
-    return torch.from_numpy(cells[:, idx.numpy()].any(2)).float()[:, None]
+    return cells
 
 
 def sample(data: dict, cfg: StreamConfig, mode: str, batch: int, gen: torch.Generator, teacher: bool) -> ClipBatch:
@@ -92,7 +107,9 @@ def sample(data: dict, cfg: StreamConfig, mode: str, batch: int, gen: torch.Gene
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--codec", type=Path, required=True, help="the stage-1 demo_codec.safetensors")
+    p.add_argument("--codec", type=Path, help="the stage-1 demo_codec.safetensors")
+    p.add_argument("--cache", type=Path, help="rendered clips are kept here (.npz) and reused")
+    p.add_argument("--render-only", action="store_true", help="only render the clips into --cache")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--mode", choices=MODES, default="knot")
     p.add_argument("--seed", type=int, default=0)
@@ -111,8 +128,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     cfg = mode_config(args.mode)
-    codec = load_codec(args.codec)
-    data = encode_clips(codec, args.clips, args.seed, latents_needed(cfg), args.region_weight)
+    data = rendered_clips(args.clips, args.seed, CLIP_LATENTS, args.cache)
+    log.info("rendered %d clips in %.0f s", args.clips, time.perf_counter() - started)
+    if args.render_only:
+        return
+    data = encode_clips(load_codec(args.codec), data, args.region_weight)
     log.info("encoded %d clips in %.0f s", args.clips, time.perf_counter() - started)
     model = build_demo_model(args.seed)
     if args.init_from is not None:
