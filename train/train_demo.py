@@ -1,22 +1,23 @@
 """Stage 2 of the demo model: train its DiT (knot_core.demo) as it is used, on procedural portraits, seeded.
 
-    PYTHONPATH=. python train/train_demo.py --codec knot_core/models/demo_codec.safetensors \
-        --out /work/i14_runs/knot --mode knot --seed 0
-    (controls, each trained in its own mode:  --mode k0  |  --mode fixed_anchor)
+    PYTHONPATH=. python train/train_demo.py --codec RUNS/codec/demo_codec.safetensors --out RUNS/knot \
+        --mode knot --clips 400 --seed 0 --cache RUNS/clips.npz --steps 300 --batch 2 --teacher-steps 60
+    (the controls, each trained in its own mode: --mode k0 | --mode fixed_anchor; the full recipe with its
+    continuation phases: train/recipe.sh)
 
-Recipe. Clips of 6 chunks (19 latents, 73 video frames at 96x96; train/demo_data.py) of one identity with idle
-head motion the driving signal leaves out; the reference is the same identity at the neutral pose or at a pose
-drawn after the clip's end — never a frame of the clip. Each step rolls out a batch of clips through the
-engine's own loop (train/rollout.py): the anchor pass, running ahead, 4-step denoising of each chunk with the
+Recipe. Clips of 6 chunks (19 latents of a 20-latent, 77-frame clip at 96x96; train/demo_data.py) of one
+identity with idle head motion the driving signal leaves out; the reference is the same identity at the neutral
+pose or at a pose drawn after the clip's end — never a frame of the clip. Each step rolls out a batch of clips
+through the engine's own loop (train/rollout.py): the anchor pass, running ahead, 4-step denoising of each chunk with the
 knot of the previous chunk pinned and fused, the clean commit into the window; one random denoising step per
 chunk carries gradients (x0 regression to the ground-truth latents, mouth/eye cells weighted 1 + 4). Six chunks
 from stream latent 0 give the anchor at offsets 8, 5, 6, 7, 4, 5 before the chunk — every offset inference's
 running ahead produces (8 once, then 4..7). Warm-up: for the first --teacher-steps steps, a share of the batches
 falling linearly from 1 to 0 commits the ground truth instead of the model's output (teacher forcing), after
-which every chunk's context and knot are the model's own.
+which every chunk's context and knot are the model's own. --init-from continues a run (phases 2-3 of the recipe).
 
 Modes: knot (c = 3, k = 1, running ahead: the shipped model); k0 (the same with k = 0: no knot); fixed_anchor
-(k = 1, the anchor stays at index 8; clips start at a random stream latent in [0, 2500), the distances a
+(k = 1, the anchor stays at index 8; clips start at a random stream latent in [1, 2500], the distances a
 10,000-frame render reaches, with an empty window at their start).
 Writes demo.safetensors (checkpoints every --save-every steps) and train_log.json in --out.
 """
@@ -112,7 +113,8 @@ def main() -> None:
     p.add_argument("--render-only", action="store_true", help="only render the clips into --cache")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--mode", choices=MODES, default="knot")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="initialisation, clip sampling and noise")
+    p.add_argument("--data-seed", type=int, default=0, help="which clips are rendered")
     p.add_argument("--clips", type=int, default=500)
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=4)
@@ -124,11 +126,13 @@ def main() -> None:
     p.add_argument("--init-from", type=Path, help="continue from this demo.safetensors")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
+    if args.codec is None and not args.render_only:
+        p.error("--codec is required (the stage-1 demo_codec.safetensors from train/train_codec.py)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     cfg = mode_config(args.mode)
-    data = rendered_clips(args.clips, args.seed, CLIP_LATENTS, args.cache)
+    data = rendered_clips(args.clips, args.data_seed, CLIP_LATENTS, args.cache)
     log.info("rendered %d clips in %.0f s", args.clips, time.perf_counter() - started)
     if args.render_only:
         return
