@@ -5,16 +5,16 @@
     (the controls, each trained in its own mode: --mode k0 | --mode fixed_anchor; the full recipe with its
     continuation phases: train/recipe.sh)
 
-Recipe. Clips of 6 chunks (19 latents of a 20-latent, 77-frame clip at 96x96; train/demo_data.py) of one
-identity with idle head motion the driving signal leaves out; the reference is the same identity at the neutral
-pose or at a pose drawn after the clip's end — never a frame of the clip. Each step rolls out a batch of clips
-through the engine's own loop (train/rollout.py): the anchor pass, running ahead, 4-step denoising of each chunk with the
-knot of the previous chunk pinned and fused, the clean commit into the window; one random denoising step per
-chunk carries gradients (x0 regression to the ground-truth latents, mouth/eye cells weighted 1 + 4). Six chunks
-from stream latent 0 give the anchor at offsets 8, 5, 6, 7, 4, 5 before the chunk — every offset inference's
-running ahead produces (8 once, then 4..7). Warm-up: for the first --teacher-steps steps, a share of the batches
-falling linearly from 1 to 0 commits the ground truth instead of the model's output (teacher forcing), after
-which every chunk's context and knot are the model's own. --init-from continues a run (phases 2-3 of the recipe).
+Recipe. Clips of 6 chunks (19 latents of a 20-latent, 77-frame clip at 96x96; train/demo_data.py) of one identity
+with idle head motion the driving signal leaves out; the reference is the same identity at the neutral pose or at a
+pose drawn after the clip's end — never a frame of the clip. Each step rolls out a batch of clips through the
+engine's own loop (train/rollout.py): the anchor pass, running ahead, 4-step denoising of each chunk with the knot
+of the previous chunk pinned and fused, the clean commit into the window; one random denoising step per chunk
+carries gradients (x0 regression to the ground-truth latents, mouth/eye cells weighted 1 + 4). Six chunks from
+stream latent 0 give the anchor at offsets 8, 5, 6, 7, 4, 5 before the chunk — every offset inference's running
+ahead produces (8 once, then 4..7). Warm-up: for the first --teacher-steps steps, a share of the batches falling
+linearly from 1 to 0 commits the ground truth instead of the model's output (teacher forcing), after which every
+chunk's context and knot are the model's own. --init-from continues a run (phases 2-3 of the recipe).
 
 Modes: knot (c = 3, k = 1, running ahead: the shipped model); k0 (the same with k = 0: no knot); fixed_anchor
 (k = 1, the anchor stays at index 8; clips start at a random stream latent in [1, 2500], the distances a
