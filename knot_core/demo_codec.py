@@ -7,9 +7,11 @@ possible with its 3D causal convolutions. This codec keeps what the engine relie
 stride (4, 8, 8), latent 0 = video frame 0 alone and latent k >= 1 = frames 4k-3 .. 4k (1 + 4(T-1) frames),
 latents normalised per channel (stored `latent_mean` / `latent_std`), and a causal `StreamingDecoder.decode`
 whose chunked output equals the one-shot decode (each latent is decoded from itself and its predecessor,
-the only state kept between calls). Convolutions are 2D over the 4 frames stacked as channels; 1x1 shortcuts
-carry 8x8 average colours into the latent and back (bilinear), so colours are learnt in a few hundred steps.
-Our own design; weights are trained by train/train_demo.py and ship in knot_core/models/demo_codec.safetensors.
+the only state kept between calls). Convolutions are 2D over the 4 frames stacked as channels; resolution changes
+by pixel (un)shuffle (sub-pixel convolution: the finer grid's detail is computed at the coarser one, so the
+96x96 output costs about what a 48x48 one would); 1x1 shortcuts carry 8x8 average colours into the latent and
+back (bilinear). Our own design; weights are trained by train/train_codec.py (on 48x48 crops: the network is
+fully convolutional) and ship in knot_core/models/demo_codec.safetensors.
 """
 
 from __future__ import annotations
