@@ -10,8 +10,6 @@ python train/train_codec.py --out "$R/codec_dec" --seed 1 --steps 1500 --batch 1
     --decoder-only "$R/codec/demo_codec.safetensors"
 python train/train_codec.py --out "$R/codec_dec2" --seed 2 --steps 2000 --batch 16 --width 64 --lr 1e-3 \
     --decoder-only "$R/codec_dec/demo_codec.safetensors"
-python train/train_codec.py --out "$R/codec_dec3" --seed 3 --steps 1000 --batch 24 --width 64 --lr 7e-4 \
-    --decoder-only "$R/codec_dec2/demo_codec.safetensors"
 # stage 2: the DiT in each mode (knot = shipped; k0 and fixed_anchor = the benchmark's controls), on the
 # stage-1 latents: phase 1 with a teacher-forcing warm-up, phases 2-3 pure self-rollout at lower learning rates
 python train/train_demo.py --render-only --out "$R/knot" --clips 400 --data-seed 0 --cache "$R/clips.npz"
@@ -25,6 +23,6 @@ for m in knot k0 fixed_anchor; do
       --seed 2 --cache "$R/clips.npz" --steps 150 --batch 2 --teacher-steps 0 --lr 3e-4 --save-every 10 \
       --init-from "$R/${m}_p2/demo.safetensors"
 done
-echo "ship: $R/codec_dec3/demo_codec.safetensors -> demo_codec.safetensors, $R/knot_p3/demo.safetensors -> \
+echo "ship: $R/codec_dec2/demo_codec.safetensors -> demo_codec.safetensors, $R/knot_p3/demo.safetensors -> \
 demo.safetensors, $R/k0_p3/demo.safetensors -> demo_k0.safetensors, \
 $R/fixed_anchor_p3/demo.safetensors -> demo_fixed_anchor.safetensors"
