@@ -410,8 +410,9 @@ def main() -> None:
     sheet_at = measured[0][2]
 
     version = model_version(args.models / "demo.safetensors")
-    header = (f"Demo model {version}; {args.frames} frames per row at {DEMO_SIZE}x{DEMO_SIZE}, 25 fps, measured "
-              f"from each row's MP4; portrait seed {args.portrait_seed}, motion/noise seed {args.seed} "
+    header = (f"Demo model {version}; {args.frames} frames per row at {DEMO_SIZE}x{DEMO_SIZE}, 25 fps (driving r "
+              f"from each row's MP4, the rest from its frames as made); portrait seed {args.portrait_seed}, "
+              f"motion/noise seed {args.seed} "
               f"(MotionSequence amount {MOTION_AMOUNT}, idle {IDLE}); segments of {args.segment} frames; "
               f"{args.threads} torch thread(s) per row, {args.jobs} row(s) at once.\n\n")
     md = table(results)
