@@ -1,17 +1,27 @@
-"""Long-video quality of each streaming strategy on the shipped demo model, against exact ground truth.
+"""Long-video quality of each streaming strategy on the demo model, against exact ground truth.
 
     python bench/quality.py --frames 10000 --threads 1 --json docs/quality/quality.json
 
-Runs self_forcing, longlive, rolling_forcing, knot with k = 0, knot without running ahead and full knot
-on one driving sequence (seeded MotionSequence, the demo portrait, the same noise seed) and measures,
-chunk by chunk (the video is never held whole), with knot_core.quality_metrics:
-  boundary discontinuity (cross-boundary / within-chunk mean absolute frame difference, 1.0 = seamless),
-  drift (PSNR and SSIM against the ground-truth rendering, per segment, first vs last),
-  driving fidelity (mouth opening and head centre measured from pixels, mapped to driving units by a
-  linear fit on ground truth, against the driving input: Pearson r and mean absolute error),
-  speed (video frames per second of generation + decoding, metrics excluded).
-Prints a markdown table, writes it to --out-dir/quality.md and a plot of the metrics over time to
---out-dir/quality.png (drawn with OpenCV). The model is whatever knot_core.demo ships.
+One driving sequence (seeded MotionSequence with idle head motion the driving signal leaves out, and blinks at
+random times), the demo portrait, one noise seed. Rows: the ground truth and its codec round trip (ceilings),
+the still reference (a floor), then self_forcing, longlive, rolling_forcing, knot with k = 0, knot with the anchor
+fixed, and full knot. knot_k0 and knot_no_ahead run the control models trained in their own mode
+(knot_core/models/demo_k0.safetensors, demo_fixed_anchor.safetensors) when present; every other row runs the
+shipped model (trained only as full knot). Every row is measured chunk by chunk (the video is never held whole)
+with knot_core.quality_metrics, on its frames as made and (the driving) from the MP4 they are written to:
+  latent-step ratio: mean |frame step| across chunk boundaries over within-chunk steps that also cross a latent
+    (every 4th frame; a chunk boundary always does), with a 95% bootstrap interval over chunks; 1.0 = seamless.
+    The pixel boundary ratio (over all within-chunk steps) is printed beside it only to show why it misleads:
+    3 of 4 within-chunk steps stay inside one latent's four decoded frames, which the codec draws smoother
+    than any step between latents, so even the ground truth's round trip scores > 1 on it;
+  identity: colour-histogram L1 distance of each frame to the reference image (0-2), its mean and its
+    least-squares drift per 1,000 frames;
+  drift: PSNR / SSIM against the ground truth, first and last segment;
+  driving r: mouth opening (mouth-box darkness), blink (eye-box darkness) and head x (skin centroid), mapped to
+    driving units by linear fits on ground truth, against the drawn driving;
+  fps: generation + decoding (the MP4 writing and metrics excluded).
+Writes --out-dir/quality.md (table), quality.png (all strategies), <row>.png (one plot per strategy) and
+contact_sheet.png (frames across a chunk boundary, every row beside the ground truth).
 """
 
 from __future__ import annotations
@@ -19,42 +29,58 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from knot_core.checkpoints import load_dit  # noqa: E402
 from knot_core.config import VAE_STRIDE, StreamConfig  # noqa: E402
-from knot_core.demo import DEMO_PORTRAIT_SEED, DEMO_SIZE, demo_reference, load_demo, torch_threads  # noqa: E402
+from knot_core.demo import (  # noqa: E402
+    DEMO_PORTRAIT_SEED,
+    DEMO_SIZE,
+    MODELS_DIR,
+    demo_reference,
+    load_demo,
+    torch_threads,
+)
 from knot_core.demo_codec import StreamingDecoder  # noqa: E402
 from knot_core.engine.stream import StreamInputs, generate, start_stream  # noqa: E402
-from knot_core.faces import PARAM_NAMES, DrivingFrame, Portrait, regions, render_video  # noqa: E402
-from knot_core.motion import MotionSequence, MotionSignal  # noqa: E402
+from knot_core.faces import PARAM_NAMES, DrivingFrame, Portrait, regions, render, render_video  # noqa: E402
+from knot_core.motion import FPS, MotionSequence, MotionSignal  # noqa: E402
 from knot_core.quality_metrics import (  # noqa: E402
     Agreement,
     BoundaryMeter,
     LinearMap,
+    Trend,
+    bootstrap_ratio,
+    histogram_distance,
     mouth_darkness,
     psnr,
     skin_centroid,
     ssim,
 )
-from knot_core.video_writer import frames_from_decoder  # noqa: E402
+from knot_core.video_writer import VideoWriter, frames_from_decoder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MOUTH = PARAM_NAMES.index("mouth_open")
+MOUTH, BLINK = PARAM_NAMES.index("mouth_open"), PARAM_NAMES.index("blink")
 MOTION_AMOUNT = 0.8  # the demo's head-motion amplitude (knot_core.demo.demo_motion)
+IDLE = 1.0  # idle head motion (knot_core.motion.IDLE_GAIN), drawn but not in the driving signal
 RUNS = ("self_forcing", "longlive", "rolling_forcing", "knot_k0", "knot_no_ahead", "knot")
+CONTROLS = {"knot_k0": "demo_k0.safetensors", "knot_no_ahead": "demo_fixed_anchor.safetensors"}
 COLOURS = {"self_forcing": (40, 40, 220), "longlive": (0, 150, 255), "rolling_forcing": (170, 60, 170),
            "knot_k0": (200, 160, 0), "knot_no_ahead": (60, 170, 60), "knot": (0, 0, 0),
-           "still_reference": (150, 150, 150)}  # BGR
+           "still_reference": (150, 150, 150), "ground_truth": (0, 200, 0), "codec_round_trip": (120, 120, 120)}
 
 
 def run_config(run: str, demo: StreamConfig) -> StreamConfig:
@@ -73,6 +99,8 @@ def describe(cfg: StreamConfig) -> str:
         parts.append(f"sink={cfg.sink_len}")
     if cfg.uses_reference_anchor:
         parts.append(f"ahead={cfg.ahead_init}+{cfg.ahead_step}" if cfg.running_ahead else "anchor fixed")
+    else:
+        parts.append("no anchor")
     return ", ".join(parts)
 
 
@@ -81,8 +109,8 @@ class Calibration:
     """Pixel measurements -> driving units, fitted on ground-truth renderings of the same sequence."""
 
     mouth: LinearMap  # mouth-box darkness -> mouth_open
+    blink: LinearMap  # eye-box darkness (open eyes show dark pupils) -> blink
     head_x: LinearMap  # skin centroid x -> face centre x (px)
-    head_y: LinearMap
 
 
 @dataclass
@@ -94,50 +122,49 @@ class Meters:
     ssim_sum: float = 0.0
     frames: int = 0
     mouth: Agreement = field(default_factory=Agreement)
-    head_err_sum: float = 0.0  # euclidean px between measured and true face centre
-    head_n: int = 0
+    blink: Agreement = field(default_factory=Agreement)
+    head: Agreement = field(default_factory=Agreement)
+    identity: Trend = field(default_factory=Trend)
 
-    def update(self, video: np.ndarray, truth: np.ndarray, mouth_est, mouth_true, head_est, head_true) -> None:
+    def update(self, first: int, video: np.ndarray, truth: np.ndarray, identity: np.ndarray) -> None:
+        """Pixel metrics of frames first.. as made."""
         self.boundary.update(video)
         self.psnr_sum += float(psnr(video, truth).sum())
         self.ssim_sum += float(ssim(video, truth).sum())
         self.frames += len(video)
-        self.mouth.update(mouth_est, mouth_true)
-        err = np.linalg.norm(head_est - head_true, axis=1)
-        err = err[np.isfinite(err)]
-        self.head_err_sum, self.head_n = self.head_err_sum + float(err.sum()), self.head_n + len(err)
+        self.identity.update(first, identity)
+
+    def follow(self, m: dict) -> None:
+        """Driving measured from the decoded MP4 (`measure`)."""
+        self.mouth.update(m["mouth"], m["mouth_true"])
+        self.blink.update(m["blink"], m["blink_true"])
+        self.head.update(m["head_x"], m["head_x_true"])
 
     def summary(self) -> dict:
         n = max(self.frames, 1)
-        return {"frames": self.frames, "boundary_ratio": self.boundary.ratio,
-                "latent_boundary_ratio": self.boundary.latent_ratio,
-                "frame_diff": self.boundary.within_mean, "psnr": self.psnr_sum / n,
-                "ssim": self.ssim_sum / n, "mouth_r": self.mouth.r, "mouth_mae": self.mouth.mae,
-                "head_err_px": self.head_err_sum / self.head_n if self.head_n else math.nan}
+        return {"frames": self.frames, "latent_step_ratio": self.boundary.latent_ratio,
+                "boundary_ratio": self.boundary.ratio, "frame_diff": self.boundary.within_mean,
+                "psnr": self.psnr_sum / n, "ssim": self.ssim_sum / n, "mouth_r": self.mouth.r,
+                "blink_r": self.blink.r, "head_r": self.head.r, "identity": self.identity.mean,
+                "identity_drift_per_1000": 1000 * self.identity.slope}
 
 
-def measure(frames: np.ndarray, rows: np.ndarray, portrait: Portrait, cal: Calibration):
-    """Calibrated mouth opening (T,) and head centre (T, 2) measured from frames, plus their truths."""
+def measure(frames: np.ndarray, rows: np.ndarray, portrait: Portrait, cal: Calibration) -> dict:
+    """Calibrated mouth, blink and head x measured from frames, and their truths."""
     geo = [regions(portrait, DrivingFrame.from_vector(r), DEMO_SIZE) for r in rows]
-    mouth = cal.mouth(mouth_darkness(frames, [g.mouth for g in geo]))
-    cen = skin_centroid(frames, portrait.skin)  # (T, 2)
-    head = np.stack([cal.head_x(cen[:, 0]), cal.head_y(cen[:, 1])], axis=1)  # (T, 2)
-    return mouth, rows[:, MOUTH], head, np.array([g.face_centre for g in geo])
+    return {"mouth": cal.mouth(mouth_darkness(frames, [g.mouth for g in geo])), "mouth_true": rows[:, MOUTH],
+            "blink": cal.blink(mouth_darkness(frames, [g.eyes for g in geo])), "blink_true": rows[:, BLINK],
+            "head_x": cal.head_x(skin_centroid(frames, portrait.skin)[:, 0]),
+            "head_x_true": np.array([g.face_centre[0] for g in geo])}
 
 
-def calibrate(portrait: Portrait, motion: MotionSequence, frames: int, chunk_frames: int) -> tuple[Calibration, dict]:
-    """The pixel -> driving fits, and the metrics of the ground truth itself (what a perfect model scores)."""
+def calibrate(portrait: Portrait, motion: MotionSequence, frames: int) -> Calibration:
     rows = motion.frames(0, frames)
     truth = render_video(portrait, rows, DEMO_SIZE)
     geo = [regions(portrait, DrivingFrame.from_vector(r), DEMO_SIZE) for r in rows]
-    dark = mouth_darkness(truth, [g.mouth for g in geo])
-    cen, true_cen = skin_centroid(truth, portrait.skin), np.array([g.face_centre for g in geo])
-    cal = Calibration(LinearMap.fit(dark, rows[:, MOUTH]), LinearMap.fit(cen[:, 0], true_cen[:, 0]),
-                      LinearMap.fit(cen[:, 1], true_cen[:, 1]))
-    meters, parts = Meters(BoundaryMeter(frames_per_latent=VAE_STRIDE[0])), measure(truth, rows, portrait, cal)
-    for i in range(0, frames, chunk_frames):
-        meters.update(truth[i:i + chunk_frames], truth[i:i + chunk_frames], *(p[i:i + chunk_frames] for p in parts))
-    return cal, meters.summary()
+    return Calibration(LinearMap.fit(mouth_darkness(truth, [g.mouth for g in geo]), rows[:, MOUTH]),
+                       LinearMap.fit(mouth_darkness(truth, [g.eyes for g in geo]), rows[:, BLINK]),
+                       LinearMap.fit(skin_centroid(truth, portrait.skin)[:, 0], [g.face_centre[0] for g in geo]))
 
 
 def stream_chunks(cfg, model, codec, reference, motion, seed):
@@ -153,59 +180,109 @@ def stream_chunks(cfg, model, codec, reference, motion, seed):
         yield video, time.perf_counter() - started
 
 
+def truth_chunks(portrait, motion, chunk_frames: int):
+    """The ground truth itself, chunk by chunk (first chunk 1 + 4(c-1) frames, as a stream's)."""
+    done, size = 0, chunk_frames - VAE_STRIDE[0] + 1
+    while True:
+        yield render_video(portrait, motion.frames(done, size), DEMO_SIZE), 0.0
+        done, size = done + size, chunk_frames
+
+
+def codec_chunks(codec, portrait, motion, chunk_frames: int):
+    """The ground truth through the codec (encode, decode), chunk by chunk: the ceiling of any model."""
+    decoder, done, size = StreamingDecoder(codec), 0, chunk_frames - VAE_STRIDE[0] + 1
+    while True:
+        started = time.perf_counter()
+        # encode 1 + 4k frames: for later chunks a dummy first frame (latent 0) is encoded and dropped
+        first = done - 1 if done else 0
+        video = render_video(portrait, motion.frames(first, done + size - first), DEMO_SIZE)
+        x = torch.from_numpy(video).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]  # (1, 3, T, H, W)
+        latents = codec.encode(x)[:, :, (1 if done else 0):]
+        yield frames_from_decoder(decoder.decode(latents)).numpy(), time.perf_counter() - started
+        done, size = done + size, chunk_frames
+
+
 def still_chunks(codec, reference, chunk_frames: int):
     """The baseline that ignores the driving: the decoded reference image, repeated."""
     still = frames_from_decoder(StreamingDecoder(codec).decode(reference)).numpy()  # (1, H, W, 3)
+    first = True
     while True:
-        yield np.repeat(still, chunk_frames, axis=0), 0.0
+        yield np.repeat(still, chunk_frames - (VAE_STRIDE[0] - 1 if first else 0), axis=0), 0.0
+        first = False
 
 
-def run_one(run, settings, chunks, portrait, motion, cal, args, config=None) -> dict:
+def read_chunks(path: Path, sizes: list[int]):
+    """The decoded MP4's frames, regrouped into the stream's chunks."""
+    with av.open(str(path)) as container:
+        frames = (f.to_ndarray(format="rgb24") for f in container.decode(video=0))
+        for size in sizes:
+            yield np.stack([next(frames) for _ in range(size)])
+
+
+@dataclass(frozen=True)
+class Setup:
+    portrait: Portrait
+    motion: MotionSequence
+    cal: Calibration
+    ref_img: np.ndarray  # (H, W, 3) the reference image
+    sheet_at: int  # first frame of the chunk the contact sheet centres on
+
+
+def run_one(run, settings, chunks, setup: Setup, args, tmp: Path, config=None) -> tuple[dict, np.ndarray]:
+    """Pixel metrics on the frames as made (PSNR, SSIM, seams, identity), then the driving measured from the
+    decoded MP4 they were written to."""
     bins: dict[int, Meters] = {}
     segments: dict[int, Meters] = {}
     whole = Meters(BoundaryMeter(frames_per_latent=VAE_STRIDE[0]))
-    done, busy, last = 0, 0.0, None
-    while done < args.frames:
-        video, seconds = next(chunks)
-        video, busy = video[: args.frames - done], busy + seconds
-        rows = motion.frames(done, len(video))
-        truth = render_video(portrait, rows, DEMO_SIZE)
-        parts = measure(video, rows, portrait, cal)
-        # a chunk counts towards the bin / segment its first frame falls in
+    done, last, sheet, sizes, busy = 0, None, [], [], 0.0
+    path = tmp / f"{run}.mp4"
+    with VideoWriter(path, FPS, overwrite=True) as writer:
+        while done < args.frames:
+            video, seconds = next(chunks)
+            video, busy = video[: args.frames - done], busy + seconds
+            writer.write(video)
+            truth = render_video(setup.portrait, setup.motion.frames(done, len(video)), DEMO_SIZE)
+            identity = histogram_distance(video, setup.ref_img)
+            for table, size in ((bins, args.bin), (segments, args.segment)):  # a chunk counts where it starts
+                if done // size not in table:
+                    table[done // size] = Meters(BoundaryMeter(last, done, VAE_STRIDE[0]))
+                table[done // size].update(done, video, truth, identity)
+            whole.update(done, video, truth, identity)
+            lo, hi = setup.sheet_at - 4, setup.sheet_at + 4
+            sheet += [video[i - done] for i in range(max(lo, done), min(hi, done + len(video)))]
+            sizes.append(len(video))
+            done, last = done + len(video), video[-1]
+    first = 0
+    for video in read_chunks(path, sizes):  # the driving, from the MP4 a viewer gets
+        m = measure(video, setup.motion.frames(first, len(video)), setup.portrait, setup.cal)
         for table, size in ((bins, args.bin), (segments, args.segment)):
-            if done // size not in table:
-                table[done // size] = Meters(BoundaryMeter(last, done, VAE_STRIDE[0]))
-            table[done // size].update(video, truth, *parts)
-        whole.update(video, truth, *parts)
-        done, last = done + len(video), video[-1]
-    return {"run": run, "settings": settings, "config": config, "fps": done / busy if busy else math.nan,
-            "total": whole.summary(),
-            "segments": [segments[i].summary() for i in sorted(segments)],
-            "bins": [{"first_frame": i * args.bin, **bins[i].summary()} for i in sorted(bins)]}
+            table[first // size].follow(m)
+        whole.follow(m)
+        first += len(video)
+    total = whole.summary()
+    total["latent_step_ratio_ci95"] = bootstrap_ratio(whole.boundary.chunks, seed=args.seed)
+    return ({"run": run, "settings": settings, "config": config, "fps": done / busy if busy else math.nan,
+             "total": total, "segments": [segments[i].summary() for i in sorted(segments)],
+             "bins": [{"first_frame": i * args.bin, **bins[i].summary()} for i in sorted(bins)]}, np.stack(sheet))
 
 
-def fmt(x: float, spec: str = ".3f") -> str:
+def fmt(x, spec: str = ".3f") -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def table(results: list[dict], gt: dict) -> str:
-    head = ("| strategy | settings | fps | boundary ratio | latent-step ratio | motion | PSNR first→last (dB) | "
-            "SSIM first→last | mouth r first→last | mouth MAE first→last | head err px first→last |")
-    lines = [head, "|" + "---|" * 11,
-             f"| ground truth (measurement ceiling) | — | — | {fmt(gt['boundary_ratio'])} | "
-             f"{fmt(gt['latent_boundary_ratio'])} | "
-             f"{fmt(gt['frame_diff'], '.2f')} | ∞ | 1 | "
-             f"{fmt(gt['mouth_r'])} | {fmt(gt['mouth_mae'])} | {fmt(gt['head_err_px'], '.2f')} |"]
+def table(results: list[dict]) -> str:
+    head = ("| row | settings | fps | latent-step ratio [95% CI] | pixel boundary ratio | identity dist. | "
+            "identity drift /1k frames | PSNR first→last (dB) | SSIM first→last | mouth r | blink r | head r |")
+    lines = [head, "|" + "---|" * 12]
     for r in results:
+        t, a, b = r["total"], r["segments"][0], r["segments"][-1]
+        lo, hi = t["latent_step_ratio_ci95"]
         fps = "—" if math.isnan(r["fps"]) else f"{r['fps']:.0f}"
-        a, b = r["segments"][0], r["segments"][-1]
         lines.append(
-            f"| {r['run']} | {r['settings']} | {fps} | {fmt(r['total']['boundary_ratio'])} | "
-            f"{fmt(r['total']['latent_boundary_ratio'])} | "
-            f"{fmt(r['total']['frame_diff'], '.2f')} | "
-            f"{a['psnr']:.2f} → {b['psnr']:.2f} | {a['ssim']:.3f} → {b['ssim']:.3f} | "
-            f"{fmt(a['mouth_r'])} → {fmt(b['mouth_r'])} | {fmt(a['mouth_mae'])} → {fmt(b['mouth_mae'])} | "
-            f"{fmt(a['head_err_px'], '.2f')} → {fmt(b['head_err_px'], '.2f')} |")
+            f"| {r['run']} | {r['settings']} | {fps} | {fmt(t['latent_step_ratio'])} [{fmt(lo)}, {fmt(hi)}] | "
+            f"{fmt(t['boundary_ratio'])} | {fmt(t['identity'])} | {fmt(t['identity_drift_per_1000'], '+.4f')} | "
+            f"{fmt(a['psnr'], '.2f')} → {fmt(b['psnr'], '.2f')} | {fmt(a['ssim'])} → {fmt(b['ssim'])} | "
+            f"{fmt(t['mouth_r'])} | {fmt(t['blink_r'])} | {fmt(t['head_r'])} |")
     return "\n".join(lines)
 
 
@@ -220,7 +297,6 @@ def _panel(img, x0, y0, w, h, title, series, frames) -> None:
         y = int(y0 + h - frac * h)
         cv2.putText(img, f"{lo + frac * (hi - lo):.3g}", (x0 - 58, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                     (60, 60, 60), 1, cv2.LINE_AA)
-    for frac in (0.0, 0.5, 1.0):
         cv2.putText(img, f"{int(frac * frames)}", (int(x0 + frac * w) - 14, y0 + h + 16),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
     for run, pts in series.items():
@@ -229,42 +305,95 @@ def _panel(img, x0, y0, w, h, title, series, frames) -> None:
             cv2.polylines(img, [np.array(xy, np.int32)], False, COLOURS.get(run, (0, 0, 0)), 2, cv2.LINE_AA)
 
 
-def plot(results: list[dict], path: Path, frames: int, bin_len: int) -> None:
-    img = np.full((760, 1240, 3), 255, np.uint8)
-    metrics = (("psnr", "PSNR vs ground truth (dB)"), ("ssim", "SSIM vs ground truth"),
-               ("boundary_ratio", "boundary / within frame difference"), ("mouth_r", "mouth r (driving fidelity)"))
-    for i, (key, title) in enumerate(metrics):
-        x0, y0 = 80 + (i % 2) * 600, 40 + (i // 2) * 330
+METRICS = (("psnr", "PSNR vs ground truth (dB)"), ("identity", "identity distance to the reference"),
+           ("latent_step_ratio", "latent-step ratio (1 = seamless)"), ("mouth_r", "mouth r (driving)"))
+
+
+def plot(results: list[dict], path: Path, frames: int, bin_len: int, title: str = "") -> None:
+    img = np.full((790, 1240, 3), 255, np.uint8)
+    cv2.putText(img, title, (20, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, (key, name) in enumerate(METRICS):
+        x0, y0 = 80 + (i % 2) * 600, 70 + (i // 2) * 330
         series = {r["run"]: [(b["first_frame"] + bin_len / 2, b[key]) for b in r["bins"]] for r in results}
-        _panel(img, x0, y0, 520, 260, f"{title}, per {bin_len} frames", series, frames)
+        _panel(img, x0, y0, 520, 260, f"{name}, per {bin_len} frames", series, frames)
     for j, r in enumerate(results):
-        x = 60 + j * 170
-        cv2.line(img, (x, 735), (x + 24, 735), COLOURS.get(r["run"], (0, 0, 0)), 3, cv2.LINE_AA)
-        cv2.putText(img, r["run"], (x + 30, 740), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        x = 20 + j * 135
+        cv2.line(img, (x, 770), (x + 20, 770), COLOURS.get(r["run"], (0, 0, 0)), 3, cv2.LINE_AA)
+        cv2.putText(img, r["run"], (x + 24, 775), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
-def model_version() -> str:
+def contact_sheet(sheets: dict[str, np.ndarray], path: Path, boundary: int) -> None:
+    """One row of 8 frames per run, frames boundary-4 .. boundary+3 (the chunk boundary after the 4th)."""
+    rows = []
+    for run, frames in sheets.items():
+        strip = np.concatenate(list(frames), axis=1)[:, :, ::-1]  # (H, 8W, 3) BGR
+        label = np.full((frames.shape[1], 150, 3), 255, np.uint8)
+        cv2.putText(label, run, (4, frames.shape[1] // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        rows.append(np.concatenate([label, strip], axis=1))
+    img = np.concatenate(rows, axis=0)
+    x = 150 + 4 * DEMO_SIZE
+    cv2.line(img, (x, 0), (x, img.shape[0]), (0, 0, 255), 1)
+    head = np.full((24, img.shape[1], 3), 255, np.uint8)
+    cv2.putText(head, f"frames {boundary - 4}..{boundary + 3}; red line: chunk boundary", (4, 17),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), np.concatenate([head, img], axis=0), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+
+
+def model_version(path: Path) -> str:
     try:
-        out = subprocess.run(["git", "log", "-1", "--format=%h %cs %s", "--", "knot_core/models/demo.safetensors"],
-                             cwd=ROOT, capture_output=True, text=True, check=True)
-        return out.stdout.strip() or "unknown"
+        out = subprocess.run(["git", "log", "-1", "--format=%h %cs", "--", str(path)], cwd=ROOT,
+                             capture_output=True, text=True, check=True)
+        return out.stdout.strip() or "uncommitted"
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
 
 
+def measure_row(row: str, args) -> tuple[dict, np.ndarray, int]:
+    """One row of the table in its own process: (result, contact-sheet frames, first frame of the sheet's chunk)."""
+    with torch_threads(args.threads), torch.inference_mode(), tempfile.TemporaryDirectory() as tmp:
+        model, info, codec = load_demo(args.models / "demo.safetensors", args.models / "demo_codec.safetensors")
+        portrait, reference = demo_reference(codec, args.portrait_seed)
+        motion = MotionSequence(args.seed, args.frames + 64, amount=MOTION_AMOUNT, idle=IDLE)
+        demo = info.stream_config()
+        chunk_frames = 4 * demo.chunk_len
+        first_chunk = chunk_frames - VAE_STRIDE[0] + 1  # chunk boundaries at 9, 21, 33, ... for c = 3
+        sheet_at = first_chunk + chunk_frames * max(0, (args.frames // 2 - first_chunk) // chunk_frames)
+        setup = Setup(portrait, motion, calibrate(portrait, motion, args.calibration),
+                      render(portrait, DrivingFrame(), DEMO_SIZE), sheet_at)
+        baselines = {"ground_truth": ("the drawn driving (idle motion included)",
+                                      lambda: truth_chunks(portrait, motion, chunk_frames)),
+                     "codec_round_trip": ("ground truth -> codec -> decoder",
+                                          lambda: codec_chunks(codec, portrait, motion, chunk_frames)),
+                     "still_reference": ("the reference image, repeated",
+                                         lambda: still_chunks(codec, reference, chunk_frames))}
+        if row in baselines:
+            settings, chunks = baselines[row]
+            result, sheet = run_one(row, settings, chunks(), setup, args, Path(tmp))
+        else:
+            cfg = run_config(row, demo)
+            control = args.models / CONTROLS.get(row, "-")
+            use, how = (load_dit(control, dtype=torch.float32)[0].eval(), f"{control.name}, trained in this mode") \
+                if control.is_file() else (model, "shipped model" + ("" if row == "knot" else ", untrained mode"))
+            chunks = stream_chunks(cfg, use, codec, reference, motion, args.seed)
+            config = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}
+            result, sheet = run_one(row, f"{describe(cfg)}; {how}", chunks, setup, args, Path(tmp), config)
+    print(f"{row}: {result['fps']:.0f} fps, {result['total']}", file=sys.stderr)
+    return result, sheet, sheet_at
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=10_000, help="video frames per strategy")
-    ap.add_argument("--segment", type=int, default=1000, help="frames per drift/fidelity segment")
-    ap.add_argument("--bin", type=int, default=250, help="frames per point of the plot")
-    ap.add_argument("--calibration", type=int, default=1000, help="ground-truth frames for the pixel->driving fit")
+    ap.add_argument("--frames", type=int, default=10_000, help="video frames per row")
+    ap.add_argument("--segment", type=int, default=1000, help="frames per drift segment")
+    ap.add_argument("--bin", type=int, default=250, help="frames per point of the plots")
+    ap.add_argument("--calibration", type=int, default=1000, help="ground-truth frames for the pixel->driving fits")
     ap.add_argument("--seed", type=int, default=0, help="driving-motion and noise seed")
     ap.add_argument("--portrait-seed", type=int, default=DEMO_PORTRAIT_SEED)
-    ap.add_argument("--no-still", dest="still", action="store_false",
-                    help="leave out the still-reference baseline row")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per row")
+    ap.add_argument("--jobs", type=int, default=1, help="rows measured at once, one process each")
     ap.add_argument("--runs", default=",".join(RUNS), help=f"comma list from {', '.join(RUNS)}")
+    ap.add_argument("--models", type=Path, default=MODELS_DIR, help="folder of demo.safetensors and the controls")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "quality")
     ap.add_argument("--json", type=Path, help="also write every figure (per segment and per bin) here")
     args = ap.parse_args()
@@ -274,43 +403,33 @@ def main() -> None:
     if args.frames < args.segment:
         ap.error(f"--frames {args.frames} is shorter than one --segment {args.segment}")
 
-    with torch_threads(args.threads), torch.inference_mode():
-        model, info, codec = load_demo()
-        portrait, reference = demo_reference(codec, args.portrait_seed)
-        motion = MotionSequence(args.seed, args.frames + 64, amount=MOTION_AMOUNT)
-        demo = info.stream_config()
-        cal, gt = calibrate(portrait, motion, args.calibration, 4 * demo.chunk_len)
-        still = still_chunks(codec, reference, 4 * demo.chunk_len)
-        results = [run_one("still_reference", "no model: the reference, repeated", still, portrait, motion, cal,
-                           args)] if args.still else []
-        for run in runs:
-            cfg = run_config(run, demo)
-            chunks = stream_chunks(cfg, model, codec, reference, motion, args.seed)
-            config = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}
-            results.append(run_one(run, describe(cfg), chunks, portrait, motion, cal, args, config))
-            print(f"{run}: {results[-1]['fps']:.0f} fps, {results[-1]['total']}", file=sys.stderr)
+    rows = ["ground_truth", "codec_round_trip", "still_reference", *runs]
+    with multiprocessing.get_context("fork").Pool(min(args.jobs, len(rows))) as pool:
+        measured = pool.starmap(measure_row, [(row, args) for row in rows])
+    results, sheets = [m[0] for m in measured], {m[0]["run"]: m[1] for m in measured}
+    sheet_at = measured[0][2]
 
-    version = model_version()
-    md = table(results, gt)
-    header = (f"Demo model {version}; {args.frames} frames at {DEMO_SIZE}x{DEMO_SIZE}, 25 fps; portrait seed "
-              f"{args.portrait_seed}, motion/noise seed {args.seed} (MotionSequence amount {MOTION_AMOUNT}); "
-              f"segments of {args.segment} frames (first → last); {args.threads} torch thread(s).\n\n"
-              "boundary ratio: mean |frame difference| across chunk boundaries / within chunks (1.0 = seamless); "
-              "latent-step ratio: the same boundary steps over the within-chunk steps that also cross a latent "
-              "frame (every 4th; a chunk boundary always does, so this compares like with like); "
-              "motion: mean |frame difference| within chunks (0-255 levels; how much the video moves); "
-              "PSNR/SSIM against the exact ground-truth rendering; mouth r / MAE: mouth opening measured from the "
-              "mouth box (mapped to driving units by a fit on ground truth) vs the driving mouth_open; head err: "
-              "skin-centroid face centre vs the driving's face centre (tx/ty/yaw/pitch), pixels. fps: generation "
-              "+ decoding only.\n\n")
+    version = model_version(args.models / "demo.safetensors")
+    header = (f"Demo model {version}; {args.frames} frames per row at {DEMO_SIZE}x{DEMO_SIZE}, 25 fps (driving r "
+              f"from each row's MP4, the rest from its frames as made); portrait seed {args.portrait_seed}, "
+              f"motion/noise seed {args.seed} "
+              f"(MotionSequence amount {MOTION_AMOUNT}, idle {IDLE}); segments of {args.segment} frames; "
+              f"{args.threads} torch thread(s) per row, {args.jobs} row(s) at once.\n\n")
+    md = table(results)
     print(header + md)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "quality.md").write_text(header + md + "\n")
-    plot(results, args.out_dir / "quality.png", args.frames, args.bin)
+    plot([r for r in results if r["run"] != "ground_truth"], args.out_dir / "quality.png", args.frames, args.bin)
+    ceiling = [r for r in results if r["run"] == "codec_round_trip"]
+    for r in results:
+        if r["run"] in RUNS:
+            plot(ceiling + [r], args.out_dir / f"{r['run']}.png", args.frames, args.bin,
+                 f"{r['run']} ({r['settings']}) vs the codec round trip of the ground truth (grey)")
+    contact_sheet(sheets, args.out_dir / "contact_sheet.png", sheet_at)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"model": version, "args": {k: str(v) for k, v in vars(args).items()},
-                                         "ground_truth": gt, "runs": results}))
+                                         "runs": results}))
 
 
 if __name__ == "__main__":

@@ -311,7 +311,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="render an animated portrait with the bundled demo model (no downloads)",
                        description="A procedural portrait driven by seeded head motion and, for the mouth, the "
                                    "loudness of a speech clip (bundled, or --audio), generated chunk by chunk on "
-                                   "the bundled 4-layer Knot Forcing model at 64x64, 25 fps, audio muxed in.")
+                                   "the bundled 4-layer Knot Forcing model (96x96), 25 fps, audio muxed in.")
     p.add_argument("--out", default="demo.mp4", metavar="PATH",
                    help="output MP4 (default demo.mp4; an existing file is kept unless --overwrite)")
     length = p.add_mutually_exclusive_group()

@@ -1,8 +1,10 @@
 """The demo model: a small Knot Forcing portrait animator that ships with the package, and `render_demo`.
 
-A 4-layer KnotDiT (the engine's own blocks, caches, knot and running-ahead loop) with the paper's design:
-reference + knot conditioning channels (cond_layout "noise_ref_mask": [noisy 16 | known/reference 16 |
-mask 1]) and frame-aligned cross-attention adapters (knot_core.adapters.cross_attention) driven by a
+A 4-layer KnotDiT (the engine's own blocks, caches, knot and running-ahead loop) conditioned as the paper
+(FIELD_NOTES §1): Wan I2V channels (cond_layout "noise_mask_latent": [noisy 16 | mask 4 | known latent 16]) that
+hold only the knot at a chunk's first k positions (the reference only in the anchor frame's own pass: no
+reference start frame), identity only through the anchor K/V at the running-ahead index, and the driving only
+through frame-aligned cross-attention adapters (knot_core.adapters.cross_attention) fed a
 per-frame parameter vector (knot_core.motion.MotionSignal, "motion": head yaw/pitch/roll/translation,
 mouth, blink, brows). Latents come from the small learned codec in knot_core.demo_codec (16 channels,
 stride (4, 8, 8), the Wan2.1 VAE's contract). Trained on procedural portraits (knot_core.faces) by
@@ -22,13 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from torch import Tensor, nn
 
 from .adapters.cross_attention import CrossAttentionAdapter, CrossAttentionConfig
 from .config import DiTConfig, StreamConfig, latent_frames_for, video_frames_for
 from .demo_codec import CodecConfig, DemoCodec
 from .dit import KnotDiT
-from .driving import DrivingAdapter
 from .errors import CheckpointError, InputError
 from .faces import NUM_PARAMS, DrivingFrame, Portrait, render
 from .model_file import ADAPTER_REGISTRY, AdapterSpec, SamplerDefaults, register_adapter
@@ -41,18 +41,18 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEMO_MODEL = MODELS_DIR / "demo.safetensors"
 DEMO_CODEC = MODELS_DIR / "demo_codec.safetensors"
 DEMO_SPEECH = MODELS_DIR / "demo_speech.wav"
-DEMO_SIZE = 64  # pixels; latent 8x8, 16 tokens per latent frame
+DEMO_SIZE = 96  # pixels; latent 12x12, 36 tokens per latent frame (patch 2x2)
 DEMO_PORTRAIT_SEED = 2026
 PORTRAIT_SEED_MAX = 2**31 - 1  # numpy seeds the procedural portrait
 ADAPTER_TYPE = "motion_cross_attention"
-INJECT_TYPE = "motion_injection"
 
 DEMO_DIT = DiTConfig(dim=128, ffn_dim=384, num_heads=4, num_layers=4, freq_dim=64, text_dim=16, text_len=1,
-                     cond_layout="noise_ref_mask")
+                     cond_layout="noise_mask_latent")
 DEMO_ADAPTER = CrossAttentionConfig(signal="motion", feature_dim=NUM_PARAMS, dim=DEMO_DIT.dim,
                                     num_heads=DEMO_DIT.num_heads, blocks=(0, 1, 2, 3), neighbourhood=0)
+# no reference start frame: the known latent holds only the knot, the reference reaches the stream only as the anchor
 DEMO_STREAM = StreamConfig(chunk_len=3, knot_len=1, window_len=6, steps=(1000, 750, 500, 250), shift=5.0,
-                           ahead_init=8, ahead_step=4)
+                           ahead_init=8, ahead_step=4, start_from_reference=False)
 DEMO_SAMPLER = SamplerDefaults(DEMO_STREAM, fps=FPS, resolution=(DEMO_SIZE, DEMO_SIZE))
 
 
@@ -81,71 +81,11 @@ if ADAPTER_TYPE not in ADAPTER_REGISTRY:
                                  _config_from_shapes, _config_of))
 
 
-@dataclass(frozen=True)
-class InjectionConfig:
-    """Sizes of the additive motion injection: rows of `feature_dim` values per latent frame, one token of
-    `dim` per latent frame, mapped to one vector per spatial token (`tokens` per frame: the demo's fixed 4x4
-    grid) and added before each of blocks 0..num_blocks-1."""
-
-    feature_dim: int = NUM_PARAMS
-    rows_per_token: int = 4  # video frames per latent frame
-    dim: int = DEMO_DIT.dim
-    num_blocks: int = DEMO_DIT.num_layers
-    tokens: int = 16
-
-
-class MotionInjection(DrivingAdapter):
-    """Additive per-frame driving after AvatarForcing's audio injection (knot_core.adapters.avatar_audio), made
-    position-aware: the 4 rows of a latent frame -> an MLP token -> per block a Linear to one vector per spatial
-    token, added before the block. Position-aware because the features it drives (mouth, eyes) sit in a few
-    known tokens of the demo's fixed 4x4 grid: a frame-wide vector (AvatarForcing's) was measured to leave the
-    mouth unchanged (r = -0.13 after 600 fine-tuning steps). Initialised non-zero (unlike the zero-out
-    cross-attention) so the driving reaches the blocks from the first step."""
-
-    signal = "motion"
-    adapter_type = INJECT_TYPE
-
-    def __init__(self, cfg: InjectionConfig | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg = cfg or InjectionConfig()
-        self.token = nn.Sequential(nn.Linear(cfg.rows_per_token * cfg.feature_dim, cfg.dim), nn.SiLU(),
-                                   nn.Linear(cfg.dim, cfg.dim), nn.LayerNorm(cfg.dim))
-        self.projs = nn.ModuleList(nn.Linear(cfg.dim, cfg.tokens * cfg.dim) for _ in range(cfg.num_blocks))
-
-    def encode(self, features: Tensor) -> Tensor:
-        """[B, F, rows, P] -> tokens [B, F, dim]."""
-        cfg = self.cfg
-        if features.ndim != 4 or tuple(features.shape[2:]) != (cfg.rows_per_token, cfg.feature_dim):
-            raise InputError(f"motion injection: features {tuple(features.shape)}; need [B, F, "
-                             f"{cfg.rows_per_token}, {cfg.feature_dim}] (MotionSignal rows)")
-        return self.token(features.flatten(2).to(self.projs[0].weight.dtype))
-
-    def before_block(self, index: int, x: Tensor, tokens: Tensor, active: Tensor | None) -> Tensor:
-        if index >= self.cfg.num_blocks:
-            return x
-        b, frames = tokens.shape[:2]
-        if x.shape[1] != frames * self.cfg.tokens:
-            raise InputError(f"motion injection: {x.shape[1]} tokens for {frames} frames; it was trained for "
-                             f"{self.cfg.tokens} per frame (a {DEMO_SIZE}x{DEMO_SIZE} video)")
-        added = self.projs[index](tokens).unflatten(-1, (self.cfg.tokens, -1))  # (B, F, S, dim)
-        if active is not None:
-            added = added * active.to(added.dtype)[None, :, None, None]
-        return (x.view(b, frames, -1, x.shape[2]) + added.to(x.dtype)).view_as(x)  # (B, F*S, dim)
-
-
-if INJECT_TYPE not in ADAPTER_REGISTRY:
-    register_adapter(AdapterSpec(INJECT_TYPE, lambda data, dit: MotionInjection(InjectionConfig(**data)),
-                                 _config_from_shapes, lambda module: asdict(module.cfg)))
-
-
-def build_demo_model(seed: int = 0, injection: bool = True) -> KnotDiT:
-    """A freshly initialised demo DiT with its motion adapters (what train/train_demo.py trains). The shipped
-    weights were trained in stages; stages 1-2 had no injection (injection=False rebuilds their start exactly)."""
+def build_demo_model(seed: int = 0) -> KnotDiT:
+    """A freshly initialised demo DiT with its motion cross-attention adapter (what train/train_demo.py trains)."""
     torch.manual_seed(seed)
     model = KnotDiT(DEMO_DIT)
     model.add_adapter("motion", MotionAdapter(DEMO_ADAPTER))
-    if injection:
-        model.add_adapter("inject", MotionInjection())
     return model
 
 

@@ -7,9 +7,11 @@ possible with its 3D causal convolutions. This codec keeps what the engine relie
 stride (4, 8, 8), latent 0 = video frame 0 alone and latent k >= 1 = frames 4k-3 .. 4k (1 + 4(T-1) frames),
 latents normalised per channel (stored `latent_mean` / `latent_std`), and a causal `StreamingDecoder.decode`
 whose chunked output equals the one-shot decode (each latent is decoded from itself and its predecessor,
-the only state kept between calls). Convolutions are 2D over the 4 frames stacked as channels; 1x1 shortcuts
-carry 8x8 average colours into the latent and back (bilinear), so colours are learnt in a few hundred steps.
-Our own design; weights are trained by train/train_demo.py and ship in knot_core/models/demo_codec.safetensors.
+the only state kept between calls). Convolutions are 2D over the 4 frames stacked as channels; resolution changes
+by pixel (un)shuffle (sub-pixel convolution: the finer grid's detail is computed at the coarser one, so the
+96x96 output costs about what a 48x48 one would); 1x1 shortcuts carry 8x8 average colours into the latent and
+back (bilinear). Our own design; weights are trained by train/train_codec.py (on 48x48 crops: the network is
+fully convolutional) and ship in knot_core/models/demo_codec.safetensors.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .errors import InputError
 
 @dataclass(frozen=True)
 class CodecConfig:
-    width: int = 64  # channels at the latent resolution; halves (min 16) at each 2x upsampling
+    width: int = 64  # channels at the latent resolution; 3/4 then 1/2 of it at 2x and 4x, 12 (4 RGB frames) at 8x
     z_dim: int = LATENT_CHANNELS
 
 
@@ -44,14 +46,26 @@ class ResBlock(nn.Module):
 
 
 class Up(nn.Module):
-    """2x upsampling by pixel shuffle: conv to 4*cout channels, then rearrange."""
+    """2x upsampling by pixel shuffle: conv to 4*cout channels, then rearrange (sub-pixel convolution: the
+    detail of the finer grid is computed at the coarser one, a quarter of the cost)."""
+
+    def __init__(self, cin: int, cout: int, act: bool = True):
+        super().__init__()
+        self.conv, self.act = _conv(cin, 4 * cout), act
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pixel_shuffle(self.conv(F.silu(x) if self.act else x), 2)
+
+
+class Down(nn.Module):
+    """2x downsampling by pixel unshuffle, then a conv: nothing is thrown away before the conv sees it."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.conv = _conv(cin, 4 * cout)
+        self.conv = _conv(4 * cin, cout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.pixel_shuffle(self.conv(F.silu(x)), 2)
+        return self.conv(F.pixel_unshuffle(x, 2))
 
 
 class DemoCodec(nn.Module):
@@ -62,13 +76,13 @@ class DemoCodec(nn.Module):
         super().__init__()
         self.cfg = cfg
         w = cfg.width
-        c3, c2, c1 = max(16, w // 2), max(16, w // 4), max(16, w // 4)
+        w2, w4 = 3 * w // 4, w // 2  # channels at 2x and 4x the latent resolution
         channels = 3 * FRAMES_PER_LATENT
-        self.encoder = nn.Sequential(_conv(channels, c1), nn.SiLU(), _conv(c1, c2, 2), nn.SiLU(), _conv(c2, c3, 2),
-                                     nn.SiLU(), _conv(c3, w, 2), ResBlock(w), nn.SiLU(), _conv(w, cfg.z_dim))
+        self.encoder = nn.Sequential(Down(channels, w4), nn.SiLU(), Down(w4, w2), ResBlock(w2), nn.SiLU(),
+                                     Down(w2, w), ResBlock(w), ResBlock(w), nn.SiLU(), _conv(w, cfg.z_dim))
         self.encoder_skip = nn.Conv2d(channels, cfg.z_dim, 1)  # 8x8 average colours straight into the latent
-        self.decoder = nn.Sequential(_conv(2 * cfg.z_dim, w), ResBlock(w), ResBlock(w), Up(w, c3), ResBlock(c3),
-                                     Up(c3, c2), Up(c2, c1), nn.SiLU(), _conv(c1, channels))
+        self.decoder = nn.Sequential(_conv(2 * cfg.z_dim, w), ResBlock(w), ResBlock(w), Up(w, w2), ResBlock(w2),
+                                     Up(w2, w4), ResBlock(w4), Up(w4, channels))
         self.decoder_skip = nn.Conv2d(2 * cfg.z_dim, channels, 1)  # coarse colours, upsampled bilinearly
         self.register_buffer("latent_mean", torch.zeros(cfg.z_dim))
         self.register_buffer("latent_std", torch.ones(cfg.z_dim))

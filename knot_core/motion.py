@@ -28,17 +28,24 @@ _WIDE = PARAM_NAMES.index("mouth_wide")
 _BLINK = PARAM_NAMES.index("blink")
 BLINK_INTERVAL = 3.0  # seconds per blink slot; one blink at a seeded time inside each slot
 BLINK_FRAMES = 5  # a blink closes and reopens over 5 frames (0.2 s)
+# Idle head motion: what the driving signal does not carry. Per channel (yaw, pitch, roll, tx, ty) the largest
+# excursion; 0.4 of tx is ~3 px at 96 px, and at 0.3-1.2 Hz the head drifts several pixels per 12-frame chunk.
+IDLE_GAIN = np.array([0.12, 0.12, 0.12, 0.4, 0.4, 0, 0, 0, 0])
+IDLE_HZ = (0.3, 1.2)
 
 
 class MotionSequence:
     """Smooth random head motion, brows, blinks and (unless replaced) a speech-like mouth; seeded, lazy.
 
     Each channel is a sum of three sinusoids with seeded frequencies (slow for the head, faster for the
-    mouth) and phases, scaled by `amount`; num_frames None means unbounded.
+    mouth) and phases, scaled by `amount`; num_frames None means unbounded. Blinks fall at a seeded random
+    time in each 3 s slot. `idle` (0 = none) scales a seeded idle head motion (IDLE_GAIN, four sinusoids of
+    0.3-1.2 Hz per channel) that `frames` (what is drawn) contains and `signal_frames` (what the driving
+    signal gives the model) leaves out: motion a model must carry across chunk boundaries itself.
     """
 
     def __init__(self, seed: int, num_frames: int | None = None, fps: int = FPS, amount: float = 1.0,
-                 mouth: SpeechMouth | None = None):
+                 mouth: SpeechMouth | None = None, idle: float = 0.0):
         if num_frames is not None and num_frames < 1:
             raise InputError(f"num_frames={num_frames}; a driving sequence needs >= 1 frame (or None: unbounded)")
         self.seed, self.num_frames, self.fps, self.amount, self.mouth = int(seed), num_frames, fps, amount, mouth
@@ -51,6 +58,10 @@ class MotionSequence:
         self.gain = np.array([0.9, 0.6, 0.5, 0.6, 0.5, 1.0, 0.8, 0.0, 0.8]) * rng.uniform(0.5, 1.0, NUM_PARAMS)
         self.speech_rate = rng.uniform(0.15, 0.5)  # Hz of talking/pausing alternation
         self._blink_slot = (-1, 0)  # (slot, first blink frame) of the last slot asked for
+        self.idle = float(idle)
+        idle_rng = np.random.default_rng([self.seed, 17])
+        self.idle_freq = idle_rng.uniform(*IDLE_HZ, (NUM_PARAMS, 4))  # (P, 4)
+        self.idle_phase = idle_rng.uniform(0, 2 * math.pi, (NUM_PARAMS, 4))
 
     def __len__(self) -> int:
         if self.num_frames is None:
@@ -58,7 +69,20 @@ class MotionSequence:
         return self.num_frames
 
     def frames(self, start: int, count: int) -> np.ndarray:
-        """Parameter rows of frames start .. start+count-1: (count, NUM_PARAMS) float32."""
+        """Parameter rows of frames start .. start+count-1 as drawn (idle motion included): (count, P) float32."""
+        rows = self.signal_frames(start, count)
+        if self.idle:
+            rows = np.clip(rows + self.idle_motion(start, count), -1.0, 1.0)
+        return rows.astype(np.float32)
+
+    def idle_motion(self, start: int, count: int) -> np.ndarray:
+        """The idle head motion of frames start .. start+count-1: (count, P), zero outside the head's channels."""
+        t = (np.arange(start, start + count, dtype=np.float64) / self.fps)[:, None, None]  # (count, 1, 1)
+        waves = np.sin(2 * math.pi * self.idle_freq[None] * t + self.idle_phase[None]).mean(-1)  # (count, P)
+        return (waves * 2 * IDLE_GAIN * self.idle).astype(np.float32)  # mean of 4 unit waves stays within +-0.5
+
+    def signal_frames(self, start: int, count: int) -> np.ndarray:
+        """Parameter rows of frames start .. start+count-1 without the idle motion (the driving signal)."""
         if start < 0 or count < 0 or (self.num_frames is not None and start + count > self.num_frames):
             raise InputError(f"frames({start}, {count}) outside a sequence of {self.num_frames} frames")
         t = (np.arange(start, start + count, dtype=np.float64) / self.fps)[:, None, None]  # (count, 1, 1)
@@ -169,4 +193,4 @@ class MotionSignal(DrivingSignal):
         return (NUM_PARAMS,)
 
     def video_features(self, start: int, count: int) -> Tensor:
-        return torch.from_numpy(self.sequence.frames(start, count))  # (count, NUM_PARAMS)
+        return torch.from_numpy(self.sequence.signal_frames(start, count))  # (count, NUM_PARAMS), no idle motion

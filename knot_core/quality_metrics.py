@@ -8,9 +8,17 @@ measured chunk by chunk and never held whole:
     Structural Similarity", on grey frames with an 11-tap Gaussian window, sigma 1.5) against the exact
     ground truth that knot_core.faces renders for any driving sequence;
   * driving fidelity: face parameters measured from pixels — mouth opening from the darkness of the
-    mouth box (`mouth_darkness`), head position from the skin-colour centroid (`skin_centroid`) — mapped
-    to driving units by a linear fit on ground-truth renderings (`LinearMap.fit`) and compared with the
-    driving input (`Agreement`: correlation and mean absolute error).
+    mouth box (`mouth_darkness`), eye opening from the darkness of the eye box (the same measure: open eyes
+    show their dark pupils, closed lids the skin), head position
+    from the skin-colour centroid (`skin_centroid`) — mapped to driving units by a linear fit on
+    ground-truth renderings (`LinearMap.fit`) and compared with the driving input (`Agreement`: correlation
+    and mean absolute error);
+  * identity: the L1 distance between a frame's colour histogram and the reference image's
+    (`colour_histogram`, `histogram_distance`; pose-tolerant: it counts colours, not where they are), and its
+    least-squares trend over the frame index (`Trend`: drift per 1,000 frames);
+  * `sharpness`: mean absolute Laplacian (blur lowers it);
+  * seams with confidence: `BoundaryMeter` keeps per-chunk sums, and `bootstrap_ratio` resamples chunks for a
+    95% interval of the latent-step ratio.
 Not a reproduction of any published benchmark's code; the SSIM constants are the paper's (K1 0.01, K2 0.03).
 """
 
@@ -105,6 +113,7 @@ class BoundaryMeter:
         self.next_frame, self.frames_per_latent = first_frame, frames_per_latent
         self.boundary_sum, self.boundary_n, self.within_sum, self.within_n = 0.0, 0, 0.0, 0
         self.latent_sum, self.latent_n = 0.0, 0
+        self.chunks: list[tuple[float, float, int]] = []  # per chunk: boundary step, latent-crossing sum, count
 
     def update(self, chunk: np.ndarray) -> None:
         """Add the next chunk's frames (T, H, W, 3); its first difference is a chunk boundary."""
@@ -116,6 +125,8 @@ class BoundaryMeter:
             index = np.arange(self.next_frame + 1, self.next_frame + len(diffs))  # global index of diffs[1:]
             crossing = diffs[1:][(index - 1) % self.frames_per_latent == 0]  # steps into a new latent's first frame
             self.latent_sum, self.latent_n = self.latent_sum + float(crossing.sum()), self.latent_n + len(crossing)
+            if self.last is not None:
+                self.chunks.append((float(diffs[0]), float(crossing.sum()), len(crossing)))
         self.last, self.next_frame = np.asarray(chunk[-1]).copy(), self.next_frame + len(diffs)
 
     @property
@@ -135,6 +146,21 @@ class BoundaryMeter:
     def latent_ratio(self) -> float:
         """Boundary steps over within-chunk latent-crossing steps; NaN without frames_per_latent."""
         return _ratio(self.boundary_mean, self.latent_sum / self.latent_n if self.latent_n else math.nan)
+
+
+def bootstrap_ratio(chunks: list[tuple[float, float, int]], resamples: int = 2000, seed: int = 0,
+                    level: float = 0.95) -> tuple[float, float]:
+    """(low, high) interval of the latent-step ratio by resampling whole chunks with replacement (a chunk's
+    steps are correlated, chunks much less): `BoundaryMeter.chunks` rows (boundary step, crossing sum, count)."""
+    if len(chunks) < 2:
+        return math.nan, math.nan
+    rows = np.asarray(chunks, np.float64)  # (N, 3)
+    pick = np.random.default_rng(seed).integers(0, len(rows), (resamples, len(rows)))  # (R, N)
+    boundary = rows[pick, 0].mean(1)
+    crossing = rows[pick, 1].sum(1) / np.maximum(rows[pick, 2].sum(1), 1)
+    ratios = boundary / np.where(crossing > 0, crossing, np.nan)
+    tail = (1 - level) / 2 * 100
+    return float(np.nanpercentile(ratios, tail)), float(np.nanpercentile(ratios, 100 - tail))
 
 
 def _ratio(a: float, b: float) -> float:
@@ -159,6 +185,54 @@ def mouth_darkness(frames: np.ndarray, boxes) -> np.ndarray:
         raise InputError(f"{len(boxes)} mouth boxes for {len(grey)} frames; give one box per frame")
     return np.array([255.0 - float(g[y0:y1, x0:x1].mean()) for g, (x0, y0, x1, y1) in zip(grey, boxes,
                                                                                           strict=True)])
+
+
+def sharpness(frames: np.ndarray) -> np.ndarray:
+    """Mean absolute Laplacian of each grey frame: (T,). Edges raise it, blur lowers it (a soft smudge of the
+    same face scores a fraction of the crisp drawing)."""
+    return np.array([float(np.abs(cv2.Laplacian(g, cv2.CV_32F)).mean()) for g in to_grey(frames)])
+
+
+def colour_histogram(frames: np.ndarray, bins: int = 8) -> np.ndarray:
+    """Normalised RGB histograms (T, bins**3): the colours of each frame, wherever they are."""
+    f = _video(frames, "frames").astype(np.int64) * bins // 256  # (T, H, W, 3) bin per channel
+    idx = (f[..., 0] * bins + f[..., 1]) * bins + f[..., 2]  # (T, H, W)
+    hist = np.stack([np.bincount(i.ravel(), minlength=bins**3) for i in idx]).astype(np.float64)
+    return hist / hist.sum(1, keepdims=True)
+
+
+def histogram_distance(frames: np.ndarray, reference: np.ndarray, bins: int = 8) -> np.ndarray:
+    """L1 distance (T,) in [0, 2] between each frame's colour histogram and the reference image's (H, W, 3):
+    0 = the same colours in the same amounts; a face that takes on other colours moves away."""
+    ref = colour_histogram(np.asarray(reference)[None], bins)  # (1, bins**3)
+    return np.abs(colour_histogram(frames, bins) - ref).sum(1)
+
+
+class Trend:
+    """Streaming least-squares slope of values over frame index (drift per frame; NaN values skipped)."""
+
+    def __init__(self) -> None:
+        self.n, self.sx, self.sy, self.sxx, self.sxy = 0, 0.0, 0.0, 0.0, 0.0
+
+    def update(self, first_frame: int, values: np.ndarray) -> None:
+        y = np.asarray(values, np.float64).ravel()
+        x = np.arange(first_frame, first_frame + len(y), dtype=np.float64)
+        ok = np.isfinite(y)
+        x, y = x[ok], y[ok]
+        self.n += len(y)
+        self.sx, self.sy, self.sxx, self.sxy = self.sx + x.sum(), self.sy + y.sum(), self.sxx + (x * x).sum(), \
+            self.sxy + (x * y).sum()
+
+    @property
+    def mean(self) -> float:
+        return self.sy / self.n if self.n else math.nan
+
+    @property
+    def slope(self) -> float:
+        if self.n < 2:
+            return math.nan
+        var = self.sxx - self.sx**2 / self.n
+        return (self.sxy - self.sx * self.sy / self.n) / var if var > 0 else math.nan
 
 
 def skin_centroid(frames: np.ndarray, skin: tuple[int, int, int], tolerance: float = 60.0) -> np.ndarray:

@@ -16,7 +16,7 @@ SEED_MAX = 2**31 - 1  # numpy seeds the portrait and the motion; ComfyUI's 2**63
 
 class KnotForcingDemoModel:
     DESCRIPTION = ("The demo model that ships inside the pack (no downloads): a small Knot Forcing DiT trained on "
-                   "procedural 64x64 portraits, its codec (in the vae socket) and the reference of one portrait. "
+                   "procedural 96x96 portraits, its codec (in the vae socket) and the reference of one portrait. "
                    "Drive it with Motion Signal. Runs on the CPU in about real time.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_MODEL, KNOT_VAE, KNOT_REFERENCE, "IMAGE")

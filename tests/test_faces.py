@@ -130,6 +130,21 @@ def test_motion_signal_serves_latent_groups():
     assert sig.available_latent_frames() == 25
 
 
+def test_idle_motion_is_drawn_but_not_in_the_driving_signal():
+    """The benchmark's content the knot must carry: the head drifts several pixels per 12-frame chunk in what is
+    drawn, while the signal the model gets leaves it out (and everything else is the same)."""
+    seq = MotionSequence(3, 500, idle=1.0)
+    drawn, signal = seq.frames(0, 500), seq.signal_frames(0, 500)
+    assert np.array_equal(signal, MotionSequence(3, 500).frames(0, 500))  # idle=0 draws exactly the signal
+    idle = drawn - signal
+    assert np.abs(idle[:, 5:]).max() == 0  # mouth, blink, brows untouched
+    px_per_chunk = np.abs(np.diff(idle[::12, 3], axis=0)).mean() * 0.08 * 96  # tx -> pixels at 96 px (faces.py)
+    assert 1.5 < px_per_chunk < 6
+    assert np.abs(np.diff(idle, axis=0)).max() < 0.15  # smooth at 25 fps: about a pixel per frame at most
+    feats = MotionSignal(seq).latent_features(2, 1)[0].numpy()  # latent 2 = frames 5..8
+    assert np.array_equal(feats, signal[5:9])
+
+
 @pytest.mark.skipif(not SPEECH.is_file(), reason=f"shared test media not found at {SPEECH}")
 def test_speech_envelope_drives_the_mouth():
     env = loudness_envelope(SPEECH)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -19,10 +20,14 @@ from knot_core.quality_metrics import (
     Agreement,
     BoundaryMeter,
     LinearMap,
+    Trend,
+    bootstrap_ratio,
     boundary_ratio,
     frame_differences,
+    histogram_distance,
     mouth_darkness,
     psnr,
+    sharpness,
     skin_centroid,
     ssim,
 )
@@ -174,17 +179,65 @@ def test_agreement_in_chunks_equals_the_one_shot_statistics():
     assert agree.mae == pytest.approx(float(np.abs(x - y).mean()), abs=1e-12)
 
 
+def test_bootstrap_interval_brackets_the_ratio_and_narrows_with_more_chunks():
+    rng = np.random.default_rng(0)
+
+    def chunks(n):  # boundary steps ~ 2, latent-crossing steps ~ 1 (2 per chunk): ratio 2
+        return [(2 + rng.normal(0, 0.3), 2 + rng.normal(0, 0.3), 2) for _ in range(n)]
+
+    lo, hi = bootstrap_ratio(chunks(50))
+    assert lo < 2.0 < hi
+    lo2, hi2 = bootstrap_ratio(chunks(800))
+    assert lo2 < 2.0 < hi2 and hi2 - lo2 < (hi - lo) / 2  # ~1/sqrt(16) as wide
+    assert all(math.isnan(x) for x in bootstrap_ratio(chunks(1)))
+
+
+def test_boundary_meter_keeps_one_record_per_boundary():
+    meter = BoundaryMeter(frames_per_latent=4)
+    video = smooth_video(33)
+    for start in (0, 9, 21):
+        meter.update(video[start:start + (9 if start == 0 else 12)])
+    assert len(meter.chunks) == 2  # two chunk boundaries, each with its 3 latent-crossing steps
+    assert [c[2] for c in meter.chunks] == [2, 2]  # within chunk 2 and 3: steps into frames 13, 17 / 25, 29
+    assert meter.chunks[0][0] == pytest.approx(meter.chunks[0][1] / 2)  # smooth motion: boundary = crossing
+
+
+def test_identity_distance_is_small_for_the_same_face_in_motion_and_large_for_another(truth):
+    portrait, _, frames, _ = truth
+    reference = render_video(portrait, [DrivingFrame()], 64)[0]
+    other = render_video(Portrait.random(1), [DrivingFrame()], 64)[0]
+    same = histogram_distance(frames, reference)
+    assert same.shape == (len(frames),) and float(same.max()) < 0.3
+    assert float(histogram_distance(frames, other).min()) > 3 * float(same.mean())
+    assert float(histogram_distance(reference[None], reference)[0]) == 0.0
+
+
+def test_trend_recovers_a_slope_in_pieces_and_sharpness_falls_with_blur(truth):
+    trend = Trend()
+    values = 0.5 + 0.002 * np.arange(300)
+    for start in range(0, 300, 12):
+        trend.update(start, values[start:start + 12])
+    assert trend.slope == pytest.approx(0.002) and trend.mean == pytest.approx(values.mean())
+    frames = truth[2]
+    blurred = np.stack([cv2.GaussianBlur(f, (5, 5), 1.5) for f in frames])
+    assert float(sharpness(blurred).mean()) < 0.6 * float(sharpness(frames).mean())
+
+
 @pytest.mark.slow  # a long property run; CI runs it (.ci/run), `pytest -q` leaves it out
-def test_bench_writes_the_table_and_the_plot(tmp_path):
+def test_bench_writes_the_table_and_the_plots(tmp_path):
     cmd = [sys.executable, str(ROOT / "bench" / "quality.py"), "--frames", "60", "--segment", "30", "--bin", "30",
-           "--calibration", "60", "--runs", "knot,self_forcing", "--out-dir", str(tmp_path),
+           "--calibration", "60", "--runs", "knot,knot_k0", "--jobs", "2", "--out-dir", str(tmp_path),
            "--json", str(tmp_path / "q.json")]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     table = (tmp_path / "quality.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert [r.split("|")[1].strip() for r in rows[1:]] == [
-        "ground truth (measurement ceiling)", "still_reference", "knot", "self_forcing"]
-    assert "c=3, k=1, L=6, 4 steps, ahead=8+4" in table
-    plot = cv2.imread(str(tmp_path / "quality.png"))
-    assert plot is not None and plot.shape == (760, 1240, 3)
+        "ground_truth", "codec_round_trip", "still_reference", "knot", "knot_k0"]
+    assert "c=3, k=1, L=6, 4 steps, ahead=8+4; shipped model" in table
+    assert "c=3, k=0, L=6, 4 steps, ahead=8+4; demo_k0.safetensors, trained in this mode" in table
+    for name in ("quality.png", "knot.png", "knot_k0.png", "contact_sheet.png"):
+        assert cv2.imread(str(tmp_path / name)) is not None, name
+    runs = json.loads((tmp_path / "q.json").read_text())["runs"]
+    lo, hi = runs[3]["total"]["latent_step_ratio_ci95"]
+    assert lo <= runs[3]["total"]["latent_step_ratio"] <= hi

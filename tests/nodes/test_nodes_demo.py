@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from knot_core.demo import DEMO_PORTRAIT_SEED, DEMO_SPEECH, demo_reference
+from knot_core.demo import DEMO_PORTRAIT_SEED, DEMO_SIZE, DEMO_SPEECH, demo_reference
 from knot_core.demo_codec import StreamingDecoder as CodecDecoder
 from knot_core.errors import InputError
 from knot_core.faces import PARAM_NAMES
@@ -25,10 +25,11 @@ def demo():
 
 def test_demo_model_outputs(demo):
     loaded, codec, reference, image = demo
-    assert loaded.info.config.out_dim == codec.z_dim == 16 and loaded.info.sampler.resolution == (64, 64)
-    assert tuple(reference.latent.shape) == (1, 16, 1, 8, 8) and (reference.height, reference.width) == (64, 64)
+    assert loaded.info.config.out_dim == codec.z_dim == 16 and loaded.info.sampler.resolution == (DEMO_SIZE, DEMO_SIZE)
+    h = DEMO_SIZE // 8
+    assert tuple(reference.latent.shape) == (1, 16, 1, h, h) and (reference.height, reference.width) == (DEMO_SIZE,) * 2
     torch.testing.assert_close(reference.latent, demo_reference(codec, DEMO_PORTRAIT_SEED)[1])
-    assert tuple(image.shape) == (1, 64, 64, 3) and image.dtype == torch.float32
+    assert tuple(image.shape) == (1, DEMO_SIZE, DEMO_SIZE, 3) and image.dtype == torch.float32
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0 and float(image.std()) > 0.1
     other = N["KnotForcingDemoModel"]().load(DEMO_PORTRAIT_SEED + 1)
     assert float((other[3] - image).abs().mean()) > 0.05  # another seed, another face
@@ -39,16 +40,16 @@ def test_the_portrait_image_through_encode_reference_gives_the_demo_reference(de
     loaded, codec, reference, image = demo
     encoded = N["KnotForcingEncodeReference"]().encode(loaded, codec, image, framing="crop", width=0, height=0,
                                                        center_x=0.5, center_y=0.5)[0]
-    assert (encoded.height, encoded.width) == (64, 64)
+    assert (encoded.height, encoded.width) == (DEMO_SIZE, DEMO_SIZE)
     torch.testing.assert_close(encoded.latent, reference.latent, atol=1e-4, rtol=0)
 
 
 def test_streaming_decoder_interface_on_both_codecs(demo):
     codec = demo[1]
-    latent = torch.randn(1, 16, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    latent = torch.randn(1, 16, 4, DEMO_SIZE // 8, DEMO_SIZE // 8, generator=torch.Generator().manual_seed(0))
     ours = codec.streaming_decoder()
     assert isinstance(ours, CodecDecoder)
-    chunked = torch.cat([ours.decode(latent[:, :, :1]), ours.decode(latent[:, :, 1:])], 2)  # (1, 3, 13, 64, 64)
+    chunked = torch.cat([ours.decode(latent[:, :, :1]), ours.decode(latent[:, :, 1:])], 2)  # (1, 3, 13, H, W)
     torch.testing.assert_close(chunked, CodecDecoder(codec).decode(latent))
     assert ours.frames_decoded == 13
     vae = WanVAE(VAEConfig.tiny()).eval()

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from knot_core.demo import DEMO_SIZE
+
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
 COMFY = os.environ.get("COMFYUI_PATH")
@@ -184,7 +186,7 @@ def test_demo_workflow_runs_without_model_files(server):
     assert sampler in entry["outputs"], json.dumps(entry)[:3000]
     saved = entry["outputs"][sampler]["images"][0]
     info = probe(server["base"] / "output" / saved["subfolder"] / saved["filename"])
-    assert (info.frames, info.width, info.height) == (25, 64, 64)
+    assert (info.frames, info.width, info.height) == (25, DEMO_SIZE, DEMO_SIZE)
     assert "25 frames, 3 chunks" in entry["outputs"][sampler]["text"][0]
     preview = next(k for k, v in prompt.items() if v["class_type"] == "PreviewImage")
     assert len(entry["outputs"][preview]["images"]) == 1  # the portrait is shown

@@ -14,6 +14,7 @@ import pytest
 import torch
 from test_workflow_files import widget_specs
 
+from knot_core.demo import DEMO_SIZE
 from knot_core.video_reader import probe, read_frames
 from nodes import NODE_CLASS_MAPPINGS
 from nodes.host import StandaloneHost, use_host
@@ -62,10 +63,11 @@ def test_workflow_4_renders_the_demo_with_its_own_widget_values(tmp_path, monkey
     path, video, images = outputs[sampler["id"]]
     assert Path(path).parent == tmp_path / "KnotForcing" and Path(path).name == "demo_00001.mp4"
     info = probe(path)
-    assert info.frames == 25 and (info.width, info.height) == (64, 64)  # 1 s at the demo's 25 fps
-    assert tuple(images.shape) == (25, 64, 64, 3)
-    frames = np.stack(list(read_frames(path))).astype(np.float32)  # (25, 64, 64, 3)
-    assert frames.shape == (25, 64, 64, 3) and np.abs(frames[-1] - frames[0]).mean() > 1.0  # the face moves
+    assert info.frames == 25 and (info.width, info.height) == (DEMO_SIZE, DEMO_SIZE)  # 1 s at the demo's 25 fps
+    assert tuple(images.shape) == (25, DEMO_SIZE, DEMO_SIZE, 3)
+    frames = np.stack(list(read_frames(path))).astype(np.float32)  # (25, H, W, 3)
+    assert frames.shape == (25, DEMO_SIZE, DEMO_SIZE, 3)
+    assert np.abs(frames[-1] - frames[0]).mean() > 1.0  # the face moves
     assert not outputs.keys() & {n["id"] for n in data["nodes"] if n["type"] == "LoadAudio"}  # bypassed
 
 
