@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from knot_core.cli import main
-from knot_core.demo import DEMO_SPEECH
+from knot_core.demo import DEMO_SIZE, DEMO_SPEECH
 from knot_core.file_sink import state_path
 from knot_core.video_reader import count_frames, read_frames
 
@@ -46,7 +46,7 @@ def test_sigterm_then_resume_gives_the_uninterrupted_frames(tmp_path):
     assert not state_path(out).exists()
     assert main(demo(tmp_path / "b.mp4")[3:]) == 0
     a, b = np.stack(list(read_frames(out))), np.stack(list(read_frames(tmp_path / "b.mp4")))
-    assert a.shape == b.shape == (77, 64, 64, 3) and np.array_equal(a, b)
+    assert a.shape == b.shape == (77, DEMO_SIZE, DEMO_SIZE, 3) and np.array_equal(a, b)
 
 
 def test_demo_never_replaces_a_file_unasked(tmp_path, capsys):

@@ -72,9 +72,9 @@ def test_rollout_matches_generate_and_reaches_the_anchor():
     committed = []
     original = rollout.commit_chunk
 
-    def spy(memory, sched, noise_level, noise, latents, *rest):
+    def spy(ctx, context_noise, latents, known):
         committed.append(latents.clone())
-        return original(memory, sched, noise_level, noise, latents, *rest)
+        return original(ctx, context_noise, latents, known)
 
     rollout.commit_chunk = spy  # record what each chunk commits (what generate() yields)
     try:

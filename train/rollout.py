@@ -1,7 +1,7 @@
 """Training the demo DiT as it is used: the engine's own chunk loop, with gradients where training needs them.
 
 `rollout_loss` runs one batch of clips through exactly what knot_core.engine.stream.generate does — the anchor
-pass of the reference, running ahead (`advance_reference`, `anchor_position`), each chunk's known latent
+pass of the reference, running ahead (`advance_reference`, `visibility.denoise_visible`), each chunk's known latent
 (`chunk_known`: the previous chunk's fused knot prediction), the few-step denoising with pinning and the final
 fusion, the clean commit pass into the sliding window — on the engine's `CachedMemory`. Two differences only,
 both numerically neutral (tests/test_train_rollout.py checks the outputs are equal):
@@ -28,9 +28,10 @@ from knot_core.engine.conditioning import Known, chunk_known, model_input, refer
 from knot_core.engine.kv_store import CacheView, StreamKV
 from knot_core.engine.memory import CachedMemory
 from knot_core.engine.noise import NoiseSource
-from knot_core.engine.sampler import commit_chunk, start_noise
-from knot_core.engine.schedule import FlowSchedule, advance_reference, anchor_position, predict_x0, renoise
+from knot_core.engine.sampler import ChunkContext, commit_chunk, start_noise
+from knot_core.engine.schedule import FlowSchedule, advance_reference, predict_x0, renoise
 from knot_core.engine.state import StreamState
+from knot_core.engine.visibility import Visible, commit_visible, denoise_visible
 from knot_core.rope import rotate
 
 
@@ -88,9 +89,9 @@ class TrainingMemory(CachedMemory):
         self.model(x_in, t, frame_positions=zero, text_kv=self.text_kv, context=self.anchor)
         self.kv.anchor_filled = 1
 
-    def predict_with_grad(self, x_in: Tensor, t: Tensor, first_frame: int, anchor_at: int | None,
+    def predict_with_grad(self, x_in: Tensor, t: Tensor, first_frame: int, visible: Visible,
                           driving: DrivingTokens | None) -> Tensor:
-        return self._forward(x_in, t, GradView(self._context(first_frame, anchor_at), self.anchor), driving)
+        return self._forward(x_in, t, GradView(self._context(first_frame, visible), self.anchor), driving)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def _timesteps(value: float, batch: int, frames: int) -> Tensor:
 
 
 def denoise_with_grad(memory: TrainingMemory, sched: FlowSchedule, cfg: StreamConfig, noise: NoiseSource,
-                      known: Known, first_frame: int, anchor_at: int | None, driving, grad_step: int,
+                      known: Known, first_frame: int, visible: Visible, driving, grad_step: int,
                       reference: Tensor) -> tuple[Tensor, Tensor]:
     """knot_core.engine.sampler.denoise_chunk with step `grad_step` run with gradients.
     Returns (fused x0 as inference makes it, the graph-carrying x0 prediction of step grad_step)."""
@@ -128,12 +129,12 @@ def denoise_with_grad(memory: TrainingMemory, sched: FlowSchedule, cfg: StreamCo
     for j, t in enumerate(ts):
         x_in = model_input(dcfg, x, known, reference)
         if j == grad_step:
-            pred = predict_x0(x, memory.predict_with_grad(x_in, _timesteps(t, b, frames), first_frame, anchor_at,
+            pred = predict_x0(x, memory.predict_with_grad(x_in, _timesteps(t, b, frames), first_frame, visible,
                                                           driving), sigmas[j])
             x0 = pred.detach()
         else:
             with torch.no_grad():
-                x0 = predict_x0(x, memory.predict(x_in, _timesteps(t, b, frames), first_frame, anchor_at, driving),
+                x0 = predict_x0(x, memory.predict(x_in, _timesteps(t, b, frames), first_frame, visible, driving),
                                 sigmas[j])
         if j + 1 == len(ts):
             return known.fuse_final(x0), pred
@@ -157,11 +158,11 @@ def rollout_loss(model, cfg: StreamConfig, clips: ClipBatch, chunks: int, gen: t
         i = state.next_frame
         j0 = i - clips.start  # clip latent of the chunk's first frame
         state.ref_index = advance_reference(cfg, i, state.ref_index)
-        anchor_at = anchor_position(cfg, i, state.ref_index)
+        seen = denoise_visible(cfg, i, state.ref_index)
         known = chunk_known(cfg, span, i, knot=state.knot, reference=ref, keep_mask=None, like=like)
         driving = DrivingTokens({name: a.encode(clips.features[:, j0:j0 + span]) for name, a in model.driving.items()})
         step = int(torch.randint(0, len(cfg.steps), (1,), generator=gen))
-        x0, pred = denoise_with_grad(memory, sched, cfg, noise, known, i, anchor_at, driving, step, ref)
+        x0, pred = denoise_with_grad(memory, sched, cfg, noise, known, i, seen, driving, step, ref)
         target, weight = clips.latents[:, :, j0:j0 + span], clips.weight[:, :, j0:j0 + span]
         loss = ((pred - target).pow(2) * weight).mean() / weight.mean()
         total, losses = total + loss, losses + [loss.item()]
@@ -170,7 +171,8 @@ def rollout_loss(model, cfg: StreamConfig, clips: ClipBatch, chunks: int, gen: t
             committed = target[:, :, :c]
             state.knot = target[:, :, c:] if cfg.knot_len else None
         with torch.no_grad():
-            commit_chunk(memory, sched, cfg.context_noise, noise, committed, known.frames(0, c), ref, i, anchor_at,
-                         slice_driving(driving, 0, c))
+            ctx = ChunkContext(memory, sched, noise, ref, i, commit_visible(cfg, i, state.ref_index),
+                               slice_driving(driving, 0, c))
+            commit_chunk(ctx, cfg.context_noise, committed, known.frames(0, c))
         state.next_frame += c
     return StepResult(total / chunks, losses)
