@@ -253,6 +253,7 @@ class VideoWriter:
         self._frames_encoded = 0
         self._audio_fed = 0  # input samples given to the AAC encoder, counted from AAC_PRIMING
         self._audio_start = 0  # audio packets before this time are dropped (a resumed file holds them)
+        self._audio_base = 0  # input index of self._audio[:, 0]: append_audio drops what was already encoded
         self._failed: str | None = None
         self._closed = False
 
@@ -325,6 +326,20 @@ class VideoWriter:
             self._failed = (f"an earlier write() was interrupted mid-chunk; {str(self._path)!r} holds the first "
                             f"{self._frames} frames and is playable. Start a new writer to continue.")
             raise
+
+    def append_audio(self, samples: Any) -> None:
+        """A live source: add audio [C, n] after what was given so far (write it before the frames it goes with).
+
+        Only the samples not yet encoded are kept, so memory stays flat over an unbounded recording."""
+        if self._audio is None:
+            raise InputError("append_audio needs a writer opened with audio (e.g. audio=np.zeros((1, 0))) and its "
+                             "sample_rate")
+        added = _check_audio(samples, self._sample_rate)
+        if added.shape[0] != self._audio.shape[0]:
+            raise InputError(f"append_audio got {added.shape[0]} channels; this writer has {self._audio.shape[0]}")
+        drop = max(0, min(self._audio_fed + AAC_PRIMING - self._audio_base, self._audio.shape[1]))
+        self._audio = np.concatenate([self._audio[:, drop:], added], axis=1)
+        self._audio_base += drop
 
     def close(self) -> None:
         """Flush the encoders, write the audio tail (exact video duration) and close the file. Idempotent."""
@@ -431,7 +446,7 @@ class VideoWriter:
     def _audio_slice(self, start: int, count: int) -> np.ndarray:
         """Input samples [start, start + count) after the priming offset, zero-padded past the end."""
         out = np.zeros((self._audio.shape[0], count), np.float32)  # (C, count)
-        begin = start + AAC_PRIMING
+        begin = start + AAC_PRIMING - self._audio_base
         available = self._audio[:, begin : begin + count]
         out[:, : available.shape[1]] = available
         return out
