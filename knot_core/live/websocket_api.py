@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 
@@ -36,7 +37,13 @@ async def serve_websocket(request, entry, sockets: set):
                 if msg.type == WSMsgType.BINARY:
                     await _push(ws, entry, client, usable, msg.data)
                 elif msg.type == WSMsgType.TEXT:
-                    usable = await _command(ws, stream, protocol.parse_text(msg.data), usable)
+                    message = protocol.parse_text(msg.data)
+                    if message["type"] == "stats":
+                        await ws.send_json({"type": "stats", **stream.summary()})
+                    else:  # a format declaration: this client's audio is ignored unless it is usable
+                        usable = False
+                        protocol.check_format(message)
+                        usable = True
             except InputError as err:
                 await ws.send_json({"type": "error", "message": str(err)})
     finally:
@@ -60,7 +67,7 @@ def _hello(stream) -> dict:
 async def _push(ws, entry, client, usable: bool, data: bytes) -> None:
     if not usable:
         raise InputError("audio ignored: this client declared an audio format the stream cannot use; send "
-                         f'{{"type": "format", **{protocol.AUDIO_FORMAT}}} first')
+                         f"{json.dumps({'type': 'format', **protocol.AUDIO_FORMAT})} first")
     samples = protocol.pcm_from_bytes(data)
     if not entry.claim(client):
         raise InputError("another client drives this stream; its audio is used until it leaves (you still "
@@ -68,15 +75,6 @@ async def _push(ws, entry, client, usable: bool, data: bytes) -> None:
     dropped = entry.stream.push_audio(samples)
     if dropped:
         await ws.send_json({"type": "dropped", "samples": dropped})
-
-
-async def _command(ws, stream, message: dict, usable: bool) -> bool:
-    """A parsed text message; returns whether this client's audio format is usable afterwards."""
-    if message["type"] == "stats":
-        await ws.send_json({"type": "stats", **stream.summary()})
-        return usable
-    protocol.check_format(message)  # raises with the format it needs
-    return True
 
 
 async def _send_chunks(ws, sub, wake: asyncio.Event, fps: int) -> None:
