@@ -23,10 +23,11 @@ from typing import Any
 
 from .errors import InputError, KnotError, MissingDependencyError
 from .render import RenderJob, render, state_path
+from .render_marker import describe_output
 
 log = logging.getLogger(__name__)
 
-Status = str  # "done", "failed", "interrupted", "skipped"
+Status = str  # "done", "failed", "interrupted", "skipped", "not started"
 
 
 @dataclass(frozen=True)
@@ -111,18 +112,22 @@ def load_jobs(path: str | Path, *, overwrite: bool = False, save_every: int | No
     return entries
 
 
-def run_one(job: RenderJob, *, resume: bool = False, device: str | None = None, progress: bool = False) -> JobResult:
-    """Render one job and report, never raise: the batch goes on whatever happens inside."""
+def run_one(job: RenderJob, *, resume: bool = False, device: str | None = None, progress: bool = False,
+            should_stop: Callable[[], bool] | None = None) -> JobResult:
+    """Render one job and report, never raise: the batch goes on whatever happens inside.
+    With resume, only a render that finished (render_marker) is skipped; a stopped one with a state continues."""
     started = time.perf_counter()
-    if resume and not job.overwrite:
-        if state_path(job.out).is_file() and job.out.is_file():
-            job = job.replace(resume=True)
-        elif job.out.is_file():
-            return JobResult(job.name, "skipped", message="already rendered", out=str(job.out))
+    if resume and not job.overwrite and job.out.is_file():
+        found = describe_output(job.out, state_path(job.out))
+        if found.finished:
+            return JobResult(job.name, "skipped", found.frames or 0, message="already rendered", out=str(job.out))
+        if found.saved_at is None:
+            return JobResult(job.name, "failed", message=found.describe(), out=str(job.out))
+        job = job.replace(resume=True)
     if device is not None and job.device is None:
         job = job.replace(device=device)
     try:
-        result = render(job, progress=progress)
+        result = render(job, progress=progress, should_stop=should_stop)
     except KnotError as err:
         return JobResult(job.name, "failed", seconds=time.perf_counter() - started, message=str(err),
                          out=str(job.out))
@@ -130,14 +135,18 @@ def run_one(job: RenderJob, *, resume: bool = False, device: str | None = None, 
         log.debug("job %s crashed", job.name, exc_info=True)
         return JobResult(job.name, "failed", seconds=time.perf_counter() - started,
                          message=f"{type(err).__name__}: {err}", out=str(job.out))
-    status = "interrupted" if result.interrupted else "done"
-    return JobResult(job.name, status, result.frames, result.seconds, out=str(job.out))
+    if result.interrupted:
+        return JobResult(job.name, "interrupted", result.frames, result.seconds, out=str(job.out),
+                         message=describe_output(job.out, state_path(job.out)).describe())
+    return JobResult(job.name, "done", result.frames, result.seconds, out=str(job.out))
 
 
 def run_jobs(entries: Iterable[BatchEntry], *, workers: int = 1, ray_address: str | None = None,
-             resume: bool = False, progress: bool = True,
-             on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
-    """Run every readable entry; results come back in the jobs file's order."""
+             resume: bool = False, progress: bool = True, on_result: Callable[[JobResult], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> list[JobResult]:
+    """Run every readable entry; results come back in the jobs file's order. Once should_stop() is true the
+    running jobs stop after their chunk (saving their resume state) and the others are not started."""
+    stop = should_stop or (lambda: False)
     entries = list(entries)
     if workers < 1:
         raise InputError(f"workers={workers}; must be >= 1")
@@ -157,9 +166,12 @@ def run_jobs(entries: Iterable[BatchEntry], *, workers: int = 1, ray_address: st
         run_on_ray(todo, ray_address, resume, report)
     elif workers == 1:
         for i, job in todo.items():
-            report(i, run_one(job, resume=resume, progress=progress))
+            if not stop():
+                report(i, run_one(job, resume=resume, progress=progress, should_stop=stop))
     else:
-        _run_in_processes(todo, workers, resume, report)
+        _run_in_processes(todo, workers, resume, report, stop)
+    for i, job in todo.items():
+        results.setdefault(i, JobResult(job.name, "not started", message="the batch was stopped", out=str(job.out)))
     return [results[i] for i in range(len(entries))]
 
 
@@ -178,20 +190,34 @@ _WORKER: dict[str, Any] = {}  # this worker process's device (set once by the po
 
 
 def _init_worker(devices, threads: int) -> None:
+    import signal
+
     import torch
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    # Ctrl-C reaches the whole process group: a worker finishes its chunk and saves its state (the parent
+    # stops handing out jobs); a second one stops it at once
+    signal.signal(signal.SIGINT, _worker_stop)
+    signal.signal(signal.SIGTERM, _worker_stop)
     _WORKER["device"] = devices.get()
     if _WORKER["device"] is None:
         torch.set_num_threads(threads)
 
 
+def _worker_stop(signum: int, frame: Any) -> None:
+    if _WORKER.get("stop"):
+        raise KeyboardInterrupt
+    _WORKER["stop"] = True
+
+
 def _run_in_worker(job: RenderJob, resume: bool) -> JobResult:
-    return run_one(job, resume=resume, device=_WORKER.get("device"))
+    if _WORKER.get("stop"):
+        return JobResult(job.name, "not started", message="the batch was stopped", out=str(job.out))
+    return run_one(job, resume=resume, device=_WORKER.get("device"), should_stop=lambda: bool(_WORKER.get("stop")))
 
 
 def _run_in_processes(todo: dict[int, RenderJob], workers: int, resume: bool,
-                      report: Callable[[int, JobResult], None]) -> None:
+                      report: Callable[[int, JobResult], None], stop: Callable[[], bool]) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
@@ -206,6 +232,11 @@ def _run_in_processes(todo: dict[int, RenderJob], workers: int, resume: bool,
         futures = {pool.submit(_run_in_worker, job, resume): i for i, job in todo.items()}
         for future in as_completed(futures):
             i = futures[future]
+            if stop():
+                for other in futures:
+                    other.cancel()  # not started yet: reported "not started"
+            if future.cancelled():
+                continue
             try:
                 report(i, future.result())
             except BrokenProcessPool as err:  # a worker died (killed, out of memory): its job failed
@@ -221,6 +252,7 @@ def format_summary(results: list[JobResult]) -> str:
         rows.append((r.name, r.status, str(r.frames), f"{r.seconds:.1f}s", fps, r.message.replace("\n", " ")))
     widths = [max(len(row[c]) for row in rows) for c in range(5)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5] for row in rows]
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "interrupted", "failed")}
+    counts = {s: sum(r.status == s for r in results)
+              for s in ("done", "skipped", "interrupted", "not started", "failed")}
     lines.append(f"{len(results)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return "\n".join(line.rstrip() for line in lines)

@@ -185,16 +185,16 @@ def run_render(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from .render_marker import describe_output
+
     with _StopRequest() as stop:
         try:
             result = render(job, progress=not args.quiet, should_stop=stop)
         except KeyboardInterrupt:
-            print(f"error: stopped mid-chunk; {job.out} holds the finished chunks; continue from the last "
-                  "saved state with --resume", file=sys.stderr)
+            print(f"stopped mid-chunk: {describe_output(job.out, state_path(job.out)).describe()}", file=sys.stderr)
             return 130
     if result.interrupted:
-        print(f"interrupted: {result.path} holds {result.frames} frames; the state is in "
-              f"{state_path(result.path)}. Continue with the same command plus --resume", file=sys.stderr)
+        print(f"interrupted: {describe_output(result.path, state_path(result.path)).describe()}", file=sys.stderr)
         return 128 + (stop.signum or 2)
     print(f"wrote {result.path}: {result.frames} frames in {result.seconds:.1f} s "
           f"({result.fps_achieved:.1f} frames/s)")
@@ -223,9 +223,22 @@ def run_batch(args: argparse.Namespace) -> int:
     from .batch import format_summary, load_jobs, run_jobs
 
     jobs = load_jobs(args.jobs, overwrite=args.overwrite, save_every=args.save_every)
-    results = run_jobs(jobs, workers=args.workers, ray_address=args.ray, resume=args.resume,
-                       progress=not args.quiet)
+    with _StopRequest() as stop:  # first Ctrl-C: the running job saves its state, no new job starts
+        try:
+            results = run_jobs(jobs, workers=args.workers, ray_address=args.ray, resume=args.resume,
+                               progress=not args.quiet, should_stop=stop)
+        except KeyboardInterrupt:
+            from .render import state_path
+            from .render_marker import describe_output
+
+            found = [describe_output(e.job.out, state_path(e.job.out)) for e in jobs if e.job is not None]
+            print("stopped mid-chunk. " + "; ".join(f.describe() for f in found if f.exists and not f.finished),
+                  file=sys.stderr)
+            return 130
     print(format_summary(results))
+    if stop():
+        print("stopped: continue with the same command plus --resume", file=sys.stderr)
+        return 128 + (stop.signum or 2)
     return 0 if all(r.ok for r in results) else 1
 
 
@@ -245,7 +258,17 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from .demo import FPS, render_demo
 
-    report = render_demo(args.out, args.seconds, args.audio, seed=args.seed, portrait_seed=args.portrait_seed)
+    try:
+        report = render_demo(args.out, args.seconds, args.audio, seed=args.seed, portrait_seed=args.portrait_seed)
+    except KeyboardInterrupt:
+        from pathlib import Path
+
+        from .render_marker import frames_in_file
+
+        held = frames_in_file(Path(args.out)) if Path(args.out).is_file() else None
+        print(f"stopped: {args.out} holds {held} frames (playable)" if held is not None
+              else f"stopped: nothing was written ({args.out} does not exist)", file=sys.stderr)
+        return 130
     print(f"wrote {report.path}: {report.frames} frames ({report.latent_frames} latent frames) at {FPS} fps "
           f"in {report.wall_s:.2f} s = {report.fps:.1f} frames/s ({report.realtime_factor:.2f}x real time)")
     return 0

@@ -28,12 +28,13 @@ from .compilation import COMPILE_MODES
 from .config import StreamConfig
 from .errors import ConfigError, InputError
 from .image import FIT_MODES
+from .output_lock import claim_output
 from .pipeline import FrameChunk, RenderResult, frame_stream, write_stream
 
 log = logging.getLogger(__name__)
 
 STATE_SUFFIX = ".state.safetensors"
-RESUME_FORMAT = "knot_forcing.render_resume.v2"  # v2: StreamKV layout
+RESUME_FORMAT = "knot_forcing.render_resume.v3"  # v2: StreamKV layout; v3: the writer's encoder segment
 DTYPE_NAMES = ("bf16", "fp16", "fp32")
 STREAM_FIELDS = tuple(f.name for f in dataclasses.fields(StreamConfig))
 PATH_FIELDS = ("reference", "model", "vae", "out", "audio", "pose", "expression", "text", "wav2vec")
@@ -179,9 +180,9 @@ def check_job(job: RenderJob) -> None:
     state = state_path(job.out)
     if job.resume:
         if not job.out.is_file() or not state.is_file():
-            missing = job.out if not job.out.is_file() else state
-            raise InputError(f"nothing to resume: {str(missing)!r} does not exist (a finished render removes its "
-                             "state); start the render without --resume")
+            from .render_marker import describe_output
+
+            raise InputError(f"nothing to resume: {describe_output(job.out, state).describe()}")
     elif job.out.exists() and not job.overwrite:
         hint = " or --resume to continue it" if state.is_file() else ""
         raise InputError(f"output {str(job.out)!r} already exists; choose another name, pass --overwrite to "
@@ -193,7 +194,17 @@ def check_job(job: RenderJob) -> None:
 
 def render(job: RenderJob, *, progress: bool = False, should_stop: Callable[[], bool] | None = None,
            on_chunk: Callable[[FrameChunk], None] | None = None) -> RenderResult:
-    """Render one job to job.out (see the module docstring). Stopping via should_stop saves the resume state."""
+    """Render one job to job.out (see the module docstring). Stopping via should_stop saves the resume state.
+    The output is claimed for the whole job (output_lock): a second render of the same name is refused."""
+    from .video_writer import _check_path  # suffix, directory, writable: before a lock file is made there
+
+    _check_path(job.out, overwrite=True)
+    with claim_output(job.out):
+        return _render(job, progress=progress, should_stop=should_stop, on_chunk=on_chunk)
+
+
+def _render(job: RenderJob, *, progress: bool, should_stop: Callable[[], bool] | None,
+            on_chunk: Callable[[FrameChunk], None] | None) -> RenderResult:
     from .render_session import open_session
 
     check_job(job)
@@ -209,7 +220,7 @@ def render(job: RenderJob, *, progress: bool = False, should_stop: Callable[[], 
 
     def save() -> None:
         writer.flush()  # the state must describe exactly the frames in the file
-        session.save(state_file, state, decoder, video.frames_written)
+        session.save(state_file, state, decoder, video.frames_written, video.segment_frames())
         saved_at[0], saved_time[0] = video.frames_written, time.perf_counter()
 
     def after_chunk(piece: FrameChunk) -> None:
@@ -234,6 +245,9 @@ def render(job: RenderJob, *, progress: bool = False, should_stop: Callable[[], 
     finally:
         bar.close()
     if not interrupted:
+        from .render_marker import mark_finished
+
+        mark_finished(job.out, frames)  # before the state goes: a file is never both unmarked and stateless
         state_file.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     log.info("%s: %d frames (%d new) in %.1f s%s", job.out, frames, frames - done_before, seconds,

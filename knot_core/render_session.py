@@ -29,6 +29,7 @@ from .video_writer import AAC_SAMPLE_RATES, OutputError, VideoWriter
 
 log = logging.getLogger(__name__)
 
+SEGMENT_KEY = "writer.segment"  # uint8 [t, H, W, 3]: frames since the writer's last encoder restart
 MUX_SAMPLE_RATE = 48_000  # audio at a rate AAC cannot store is resampled to this for muxing
 
 
@@ -54,21 +55,25 @@ class RenderSession:
         options = {"audio": self.audio, "sample_rate": self.sample_rate, "crf": job.crf}
         if not job.resume:
             return VideoWriter(job.out, self.fps, overwrite=job.overwrite, **options), state, decoder
-        frames = self._load(state_file, state, decoder)
+        frames, segment = self._load(state_file, state, decoder)
         self.start_chunk = state.chunk_index
         log.info("resuming %s at chunk %d, frame %d", job.out, state.chunk_index, frames)
-        return VideoWriter.reopen(job.out, self.fps, frames=frames, **options), state, decoder
+        return VideoWriter.reopen(job.out, self.fps, frames=frames, segment=segment, **options), state, decoder
 
-    def save(self, state_file: Path, state: StreamState, decoder: StreamingDecoder, frames_written: int) -> None:
-        """Stream + decoder state after `frames_written` frames, replaced atomically."""
+    def save(self, state_file: Path, state: StreamState, decoder: StreamingDecoder, frames_written: int,
+             segment: np.ndarray | None = None) -> None:
+        """Stream + decoder state after `frames_written` frames, and the writer's current encoder segment
+        (VideoWriter.segment_frames: what a resume encodes again to match the uninterrupted file), replaced
+        atomically."""
         from safetensors import SafetensorError
 
         from .render import RESUME_FORMAT
 
+        extra = {} if segment is None else {SEGMENT_KEY: torch.from_numpy(np.ascontiguousarray(segment))}
         try:
             state.save(state_file, self.cfg,
-                       extra_tensors={f"decoder.{k}": v.detach().cpu().contiguous()
-                                      for k, v in decoder.state_tensors().items()},
+                       extra_tensors=extra | {f"decoder.{k}": v.detach().cpu().contiguous()
+                                              for k, v in decoder.state_tensors().items()},
                        extra_metadata={"render": json.dumps({"format": RESUME_FORMAT, "frames_written": frames_written,
                                                              "job": self.fingerprint})})
         except (OSError, SafetensorError) as err:
@@ -77,13 +82,14 @@ class RenderSession:
                               "location") from err
         log.debug("saved resume state at frame %d to %s", frames_written, state_file)
 
-    def _load(self, state_file: Path, state: StreamState, decoder: StreamingDecoder) -> int:
+    def _load(self, state_file: Path, state: StreamState, decoder: StreamingDecoder) -> tuple[int, np.ndarray | None]:
         from safetensors import safe_open
 
         try:
             with safe_open(str(state_file), "pt") as f:
                 render = json.loads((f.metadata() or {}).get("render", "null"))
                 decoder_tensors = {k[8:]: f.get_tensor(k) for k in f.keys() if k.startswith("decoder.")}
+                segment = f.get_tensor(SEGMENT_KEY).numpy() if SEGMENT_KEY in f.keys() else None
         except Exception as err:  # noqa: BLE001 - any unreadable file gets the same message
             raise InputError(f"cannot read resume state {str(state_file)!r}: {err}") from err
         from .render import RESUME_FORMAT
@@ -100,7 +106,7 @@ class RenderSession:
         decoder.load_state_tensors(decoder_tensors)
         frames = int(render["frames_written"])
         assert decoder.frames_decoded == frames, (decoder.frames_decoded, frames)
-        return frames
+        return frames, segment
 
 
 def open_session(job) -> RenderSession:

@@ -16,10 +16,13 @@ every frame given to `write()` comes out of the encoder inside that same call.
 Audio (AAC) is muxed progressively: each chunk carries the audio up to the video time reached so far, and
 `close()` trims or zero-pads it to exactly the video duration.
 
-Resume: `VideoWriter.reopen(path, fps, frames=N)` cuts a file this writer made back to its first N frames
-(on the fragment boundary that ends there, dropping later chunks and the closing audio tail) and appends
-after it with fresh encoders: timestamps and fragment sequence numbers continue, and the new AAC encoder
-starts one frame early so its priming packet is dropped and the audio runs on without a gap.
+Encoder segments and resume: every SEGMENT_S seconds (at the next chunk boundary) the writer starts fresh
+encoders (an IDR frame; the new AAC encoder starts one frame early so its priming packet is dropped and the
+audio runs on without a gap) and keeps the frames given since (`segment_frames()`).
+`VideoWriter.reopen(path, fps, frames=N, segment=S)` cuts a file this writer made back to the start of that
+segment (a fragment boundary; later chunks and the closing audio tail go), restarts the encoders there as
+the first writer did and encodes S again in the same chunks, so what follows is byte for byte what an
+uninterrupted writer appends, at any crf: timestamps and fragment sequence numbers continue.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 
 from .errors import InputError, KnotError, OutputError
 from .mp4_fragments import HEADER_BOXES, scan_fragments, split_boxes
+from .output_lock import acquire, release
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +54,13 @@ AAC_PRIMING = 1024
 CONVERT_SLICE = 16  # frames converted to uint8 at a time, so a long float input never gets a full copy
 CODEC_NAMES = {"libx264": "h264", "mpeg4": "mpeg4"}  # encoder -> the codec a reader reports
 MOVFLAGS = "frag_custom+empty_moov+default_base_moof+frag_discont+skip_trailer"
+# Encoder segments: x264's rate control and the AAC encoder carry state from frame to frame, so an encoder
+# started at a resume point cannot produce what the stopped one would have. Instead every writer starts
+# fresh encoders at fixed points (the first chunk boundary SEGMENT_S seconds after the last restart) and
+# keeps the frames given since; a resume state stores them, and a resumed writer cuts the file back to the
+# restart, starts its encoders there exactly as the stopped writer did and encodes them again: the file
+# then has the same bytes (frames and audio packets) as an uninterrupted render, at every crf.
+SEGMENT_S = 2
 
 
 
@@ -163,8 +174,13 @@ def _check_path(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
+def segment_frames(fps: Fraction) -> int:
+    """Frames per encoder segment (SEGMENT_S seconds): the encoders restart at the first chunk boundary after."""
+    return max(1, round(SEGMENT_S * fps))
+
+
 class _Encoders:
-    """The render-long H.264 (+ AAC) encoders, held by an MP4 container that is never muxed into."""
+    """One segment's H.264 (+ AAC) encoders, held by an MP4 container that is never muxed into."""
 
     def __init__(self, codec: str, rate: Fraction, width: int, height: int, crf: int, preset: str, channels: int,
                  sample_rate: int | None) -> None:
@@ -176,7 +192,9 @@ class _Encoders:
         self.video = self._holder.add_stream(codec, rate=rate, options=options)
         self.video.width, self.video.height, self.video.pix_fmt = width, height, "yuv420p"
         ctx = self.video.codec_context
-        ctx.gop_size = max(1, round(2 * rate))  # a keyframe every ~2 s keeps the file seekable
+        # the writer restarts the encoders every segment (an IDR each ~2 s); a longer GOP avoids a second
+        # keyframe just before the restart
+        ctx.gop_size = 4 * segment_frames(rate)
         ctx.colorspace = ctx.color_primaries = ctx.color_trc = 1  # BT.709, tagged so players decode it as such
         ctx.color_range = 1  # limited ("MPEG") range
         self.audio = None
@@ -237,7 +255,13 @@ class VideoWriter:
             raise InputError(f"crf must be in [0, 51] (lower = better, 18 is visually lossless); got {crf}")
         self._audio = _check_audio(audio, sample_rate)
         self._sample_rate = int(sample_rate) if self._audio is not None else None
-        self._path = _check_path(path, overwrite)
+        _check_path(path, overwrite=True)  # the place is fit for a file (suffix, directory, writable) ...
+        self._lock = acquire(path)  # ... claimed before the overwrite check: a file being written is never replaced
+        try:
+            self._path = _check_path(path, overwrite)
+        except BaseException:
+            release(self._lock)
+            raise
         self._codec = codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4")
         if self._codec not in ("libx264", "mpeg4"):
             raise InputError(f"codec must be 'libx264' or 'mpeg4'; got {codec!r}")
@@ -253,25 +277,35 @@ class VideoWriter:
         self._frames_encoded = 0
         self._audio_fed = 0  # input samples given to the AAC encoder, counted from AAC_PRIMING
         self._audio_start = 0  # audio packets before this time are dropped (a resumed file holds them)
-        self._audio_base = 0  # input index of self._audio[:, 0]: append_audio drops what was already encoded
+        self._audio_muxed = 0  # end (samples) of the audio packets in the file
+        self._segment_start = 0  # frame at which the current encoders started
+        self._segment: list[np.ndarray] = []  # uint8 frames [t, H, W, 3] given since then, one array per write
+        self._audio_base = 0  # input index of self._audio[:, 0]: append_audio drops what is in the file
         self._failed: str | None = None
         self._closed = False
 
     @classmethod
-    def reopen(cls, path: str | Path, fps: int | Fraction, *, frames: int, audio: Any = None,
-               sample_rate: int | None = None, crf: int = 18, preset: str = "medium",
+    def reopen(cls, path: str | Path, fps: int | Fraction, *, frames: int, segment: Any = None,
+               audio: Any = None, sample_rate: int | None = None, crf: int = 18, preset: str = "medium",
                codec: str | None = None) -> VideoWriter:
         """Continue a file written by VideoWriter after its first `frames` frames (see the module docstring).
 
-        Give the same fps, audio and encoder settings as the first writer; the next `write()` appends frame
-        number `frames`. Raises InputError when the file is not one this writer made or has no fragment
-        boundary at `frames`, before anything in it changes.
+        Give the same fps, audio and encoder settings as the first writer, and `segment`: what its
+        `segment_frames()` returned after frame `frames` (None: no frames since a restart). The file is cut
+        back to the segment's start and the segment encoded again, so the next `write()` appends frame
+        number `frames` exactly as the first writer would have. Raises InputError when the file is not one
+        this writer made or has no fragment boundary there, before anything in it changes.
         """
         if not Path(path).expanduser().is_file():
             raise InputError(f"cannot resume {str(path)!r}: the file does not exist; start a new render instead")
         writer = cls(path, fps, audio=audio, sample_rate=sample_rate, crf=crf, preset=preset, overwrite=True,
                      codec=codec)
-        writer._resume(int(frames))
+        try:
+            writer._resume(int(frames), segment)
+        except BaseException:
+            writer._closed = True
+            release(writer._lock)
+            raise
         return writer
 
     @property
@@ -285,6 +319,13 @@ class VideoWriter:
     @property
     def frames_written(self) -> int:
         return self._frames
+
+    def segment_frames(self) -> np.ndarray:
+        """The uint8 frames [t, H, W, 3] written since the encoders last restarted: what a resume needs."""
+        if not self._segment:
+            height, width = self._size or (0, 0)
+            return np.zeros((0, height, width, 3), np.uint8)
+        return np.concatenate(self._segment)
 
     @property
     def duration_s(self) -> float:
@@ -313,13 +354,19 @@ class VideoWriter:
         if count == 0:
             return
         self._ensure_open(height, width)
+        if self._frames_encoded - self._segment_start >= segment_frames(self._fps):
+            self._restart_encoders(self._audio_muxed)
         try:
             video: list[av.Packet] = []
+            kept = []
             for start in range(0, count, CONVERT_SLICE):
-                for rgb in _to_uint8(frames[start : start + CONVERT_SLICE]):  # (H, W, 3) uint8
+                block = _to_uint8(frames[start : start + CONVERT_SLICE])  # (t, H, W, 3) uint8
+                kept.append(block)
+                for rgb in block:
                     video += self._encoders.encode_video(self._to_video_frame(rgb))
             audio = self._audio_packets(final=False)
             self._append(video, audio)
+            self._segment.append(np.concatenate(kept))
         except OSError as exc:
             raise self._fail(exc) from exc
         except BaseException:
@@ -330,14 +377,15 @@ class VideoWriter:
     def append_audio(self, samples: Any) -> None:
         """A live source: add audio [C, n] after what was given so far (write it before the frames it goes with).
 
-        Only the samples not yet encoded are kept, so memory stays flat over an unbounded recording."""
+        Only the samples not yet in the file are kept (an encoder restart feeds again from there), so memory
+        stays flat over an unbounded recording."""
         if self._audio is None:
             raise InputError("append_audio needs a writer opened with audio (e.g. audio=np.zeros((1, 0))) and its "
                              "sample_rate")
         added = _check_audio(samples, self._sample_rate)
         if added.shape[0] != self._audio.shape[0]:
             raise InputError(f"append_audio got {added.shape[0]} channels; this writer has {self._audio.shape[0]}")
-        drop = max(0, min(self._audio_fed + AAC_PRIMING - self._audio_base, self._audio.shape[1]))
+        drop = max(0, min(self._audio_muxed - self._audio_base, self._audio.shape[1]))
         self._audio = np.concatenate([self._audio[:, drop:], added], axis=1)
         self._audio_base += drop
 
@@ -347,6 +395,7 @@ class VideoWriter:
             return
         self._closed = True
         if self._encoders is None:
+            release(self._lock)
             logger.warning("VideoWriter closed with no frames written; %s was not created", self._path)
             return
         try:
@@ -358,9 +407,10 @@ class VideoWriter:
         finally:
             os.close(self._fd)
             self._encoders.close()
+            release(self._lock)
         logger.info("wrote %s: %d frames, %.2f s", self._path, self._frames, self.duration_s)
 
-    def _resume(self, frames: int) -> None:
+    def _resume(self, frames: int, segment: Any) -> None:
         layout = scan_fragments(self._path)
         if layout.codec != CODEC_NAMES[self._codec] or layout.has_audio != (self._audio is not None):
             raise InputError(
@@ -370,28 +420,47 @@ class VideoWriter:
         if layout.sample_rate not in (None, self._sample_rate):
             raise InputError(f"cannot resume {str(self._path)!r}: its audio is {layout.sample_rate} Hz, "
                              f"the audio given is {self._sample_rate} Hz; give the first run's audio")
-        if frames < 1 or frames not in layout.frames_at:
+        height, width = layout.size
+        segment = np.zeros((0, height, width, 3), np.uint8) if segment is None else _to_uint8(segment)
+        start = frames - segment.shape[0]  # where the stopped writer last restarted its encoders
+        if segment.shape[1:] != (height, width, 3) or start < 0 or start not in layout.frames_at \
+                or frames not in layout.frames_at or (start == 0 and frames == 0):
             raise InputError(
-                f"cannot resume {str(self._path)!r} after {frames} frames: its chunks end at frames "
-                f"{layout.frames_at[1:12]}{' ...' if len(layout.frames_at) > 12 else ''}; the file and its resume "
-                "state do not belong together (render again with overwrite)")
-        kept = layout.frames_at.index(frames)  # first boundary at `frames`: later chunks and the tail go
-        cut, audio_end = layout.ends[kept], layout.audio_end[kept]
+                f"cannot resume {str(self._path)!r} after {frames} frames ({segment.shape[0]} of them to encode "
+                f"again): its chunks end at frames {layout.frames_at[1:12]}"
+                f"{' ...' if len(layout.frames_at) > 12 else ''}; the file and its resume state do not belong "
+                "together (render again with overwrite)")
+        kept = layout.frames_at.index(start)  # first boundary at `start`: later chunks and the tail go
+        replay = [b - a for a, b in zip(layout.frames_at[kept:], layout.frames_at[kept + 1:]) if a < frames]
+        cut = layout.ends[kept] if start > 0 else 0  # from frame 0 the file starts again, headers included
         try:
             self._fd = os.open(self._path, os.O_RDWR | getattr(os, "O_BINARY", 0))
             os.ftruncate(self._fd, cut)
             os.lseek(self._fd, cut, os.SEEK_SET)
         except OSError as exc:
             raise OutputError(f"cannot reopen {str(self._path)!r} for appending ({exc.strerror})") from exc
-        height, width = layout.size
-        channels = self._audio.shape[0] if self._audio is not None else 0
-        self._encoders = _Encoders(self._codec, self._fps, width, height, self._crf, self._preset, channels,
-                                   self._sample_rate)
-        self._size, self._bytes, self._fragments = (height, width), cut, kept
-        self._frames = self._frames_encoded = frames
+        self._size, self._bytes, self._fragments = (height, width), cut, (kept if start > 0 else 0)
+        self._frames = self._frames_encoded = start
+        if start > 0:
+            self._restart_encoders(layout.audio_end[kept])
+        else:  # the first segment: encoders as a new file gets them
+            self._ensure_encoders(height, width)
+        logger.info("resuming %s after %d frames: %d chunks kept (%d bytes), %d frames encoded again", self._path,
+                    frames, kept, cut, segment.shape[0])
+        done = 0
+        for count in replay:  # the same chunks as the first writer wrote: fragments and restarts fall alike
+            self.write(segment[done : done + count])
+            done += count
+        assert self._frames == frames, (self._frames, frames)
+
+    def _restart_encoders(self, audio_end: int) -> None:
+        """Fresh encoders from the next frame on; the audio continues after `audio_end` (samples in the file)."""
+        if self._encoders is not None:  # zerolatency x264 holds no frames; the AAC frame it holds is encoded again
+            self._encoders.close()
+        self._ensure_encoders(*self._size)
+        self._segment_start, self._segment = self._frames_encoded, []
         if audio_end >= AAC_PRIMING:  # feed from one frame early; the new encoder's priming packet is dropped
             self._audio_fed, self._audio_start = audio_end - AAC_PRIMING, audio_end
-        logger.info("resuming %s after %d frames (%d chunks kept, %d bytes)", self._path, frames, kept, cut)
 
     def _check_size(self, height: int, width: int) -> None:
         if self._size is not None and (height, width) != self._size:
@@ -413,12 +482,15 @@ class VideoWriter:
             self._fd = os.open(self._path, flags, 0o644)
         except OSError as exc:
             raise OutputError(f"cannot create {str(self._path)!r} ({exc.strerror}); choose a writable path") from exc
+        self._ensure_encoders(height, width)
+        logger.info("writing %s: %dx%d @ %s fps, %s%s", self._path, width, height, self._fps, self._codec,
+                    " + AAC" if self._audio is not None else "")
+
+    def _ensure_encoders(self, height: int, width: int) -> None:
         channels = self._audio.shape[0] if self._audio is not None else 0
         self._encoders = _Encoders(self._codec, self._fps, width, height, self._crf, self._preset, channels,
                                    self._sample_rate)
         self._size = (height, width)
-        logger.info("writing %s: %dx%d @ %s fps, %s%s", self._path, width, height, self._fps, self._codec,
-                    " + AAC" if self._audio is not None else "")
 
     def _to_video_frame(self, rgb: np.ndarray) -> av.VideoFrame:
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
@@ -441,7 +513,10 @@ class VideoWriter:
             self._audio_fed += count
         if final:
             packets += self._encoders.encode_audio(None, 0)
-        return [p for p in packets if p.pts >= self._audio_start]
+        packets = [p for p in packets if p.pts >= self._audio_start]
+        for packet in packets:  # in the stream's 1/sample_rate time base
+            self._audio_muxed = max(self._audio_muxed, packet.pts + packet.duration)
+        return packets
 
     def _audio_slice(self, start: int, count: int) -> np.ndarray:
         """Input samples [start, start + count) after the priming offset, zero-padded past the end."""

@@ -2,8 +2,9 @@
 
 Nothing here touches ComfyUI at import. `host()` returns `ComfyHost` when ComfyUI's modules import
 (the pack runs inside ComfyUI) and `StandaloneHost` otherwise, so every node also runs in plain
-Python (tests, scripts): model files are then found by absolute path or under
-$KNOTFORCING_MODELS_DIR/<folder>/, and output goes to $KNOTFORCING_OUTPUT_DIR (default ./output).
+Python (tests, scripts): model files are then listed under $KNOTFORCING_MODELS_DIR/<folder>/, user
+files under $KNOTFORCING_INPUT_DIR (default ./input), output goes to $KNOTFORCING_OUTPUT_DIR (default
+./output). Either way a node reads only names the host lists or `folders.py` checks (never a path).
 Tests swap the host with `use_host()`.
 """
 
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 
 from knot_core.errors import InputError
+
+from .folders import input_path, list_files, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +59,22 @@ class StandaloneHost:
         return sorted(names)
 
     def model_path(self, folder: str, name: str) -> Path | None:
-        if Path(name).is_absolute():
-            return Path(name) if Path(name).exists() else None
-        for root in self._roots(folder):
-            if (root / name).exists():
-                return root / name
-        return None
+        """Only a name the host lists for the folder; the folder's owner may have linked files into it."""
+        if not safe_name(name) or name not in self.list_models(folder):
+            return None
+        return next(root / name for root in self._roots(folder) if (root / name).is_file())
 
-    def input_file(self, name: str) -> Path:
-        """A user file: absolute, or relative to the input folder ($KNOTFORCING_INPUT_DIR, default ./input)."""
-        path = Path(name).expanduser()
-        return path if path.is_absolute() else Path(os.environ.get("KNOTFORCING_INPUT_DIR", "input")) / path
+    def input_dir(self) -> Path:
+        """The folder user files are read from: $KNOTFORCING_INPUT_DIR, default ./input."""
+        return Path(os.environ.get("KNOTFORCING_INPUT_DIR", "input"))
+
+    def list_inputs(self, extensions: tuple[str, ...]) -> list[str]:
+        """The files of the input folder with these extensions, as a node's list offers them."""
+        return list_files(self.input_dir(), extensions)
+
+    def input_file(self, name: str, extensions: tuple[str, ...], what: str) -> Path:
+        """The input-folder file `name`, resolved and checked to stay inside; anything else raises one refusal."""
+        return input_path(self.input_dir(), name, extensions, what)
 
     def register_model_folder(self) -> None:
         """Standalone: folders come from $KNOTFORCING_MODELS_DIR; nothing to register."""
@@ -121,16 +129,14 @@ class ComfyHost(StandaloneHost):
         return list(self.fp.get_filename_list(folder))
 
     def model_path(self, folder: str, name: str) -> Path | None:
-        if Path(name).is_absolute():
-            return Path(name) if Path(name).exists() else None
-        if folder not in self.fp.folder_names_and_paths:
+        """Only a name ComfyUI itself lists for the folder (its folders may hold links the owner placed there)."""
+        if not safe_name(name) or name not in self.list_models(folder):
             return None
         found = self.fp.get_full_path(folder, name)
         return Path(found) if found else None
 
-    def input_file(self, name: str) -> Path:
-        path = Path(name).expanduser()
-        return path if path.is_absolute() else Path(self.fp.get_input_directory()) / path
+    def input_dir(self) -> Path:
+        return Path(self.fp.get_input_directory())
 
     def register_model_folder(self) -> None:
         """Add models/knot_forcing without dropping paths already set for it (extra_model_paths.yaml)."""

@@ -31,8 +31,8 @@ def _find(folders: tuple[str, ...], name: str, what: str) -> Path:
         if path is not None:
             return path
     places = " or ".join(f"models/{f}" for f in folders)
-    raise CheckpointError(f"{what} {name!r} not found in {places} (nor as an absolute path); put the file there "
-                          "and press R (refresh) in ComfyUI, or set KNOTFORCING_MODELS_DIR outside ComfyUI")
+    raise CheckpointError(f"{what} {name!r} not found in {places}; put the file there and press R (refresh) in "
+                          "ComfyUI, or set KNOTFORCING_MODELS_DIR outside ComfyUI (nodes read no other path)")
 
 
 class KnotForcingModelLoader:

@@ -17,6 +17,7 @@ FPS = {"default": 25.0, "min": 1.0, "max": 120.0, "step": 1.0,
 END = {"default": "stop", "tooltip": "stop: the signal ends the video (or errors if too short); continue: run on "
                                      "past its end (silence / the last pose held)."}
 CHAIN = {"tooltip": "Another signal node's output, to drive with several signals at once."}
+EXPRESSION_EXTENSIONS = (".csv", ".json")
 
 
 def _chain(signals: Signals | None, signal, audio=None) -> tuple[Signals]:
@@ -126,8 +127,9 @@ class KnotForcingExpressionSignal(SignalNode):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "file": ("STRING", {"default": "expressions.csv",
-                                "tooltip": "Absolute, or relative to ComfyUI's input folder."}),
+            "file": (host().list_inputs(EXPRESSION_EXTENSIONS), {
+                "tooltip": "A .csv or .json file in ComfyUI's input folder: put it there (or upload it) and press R "
+                           "to refresh this list. Files anywhere else are never read."}),
             "source_fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 240.0, "step": 1.0,
                                      "tooltip": "Rate of the file's rows; 0 = from the file (Live Link Face: 60)."}),
             "fps": ("FLOAT", FPS), "end_policy": (list(END_POLICIES), END),
@@ -136,5 +138,12 @@ class KnotForcingExpressionSignal(SignalNode):
     def build(self, file: str, source_fps: float, fps: float, end_policy: str, signals: Signals | None = None):
         from knot_core.signals import ExpressionSignal, load_expression
 
-        seq = load_expression(host().input_file(file), source_fps=source_fps or None)
+        path = host().input_file(file, EXPRESSION_EXTENSIONS, "expression file")
+        try:
+            seq = load_expression(path, source_fps=source_fps or None)
+        except (ValueError, UnicodeDecodeError, OSError):  # their messages may quote the file: none is passed on
+            raise InputError(f"expression file {file!r} in the input folder is not an expression table: need a Live "
+                             "Link Face CSV, a numeric CSV (one row of numbers per frame; set source_fps) or a JSON "
+                             "list of per-frame number lists. The node never shows file content; the command line "
+                             "(--expression) names the line at fault") from None
         return _chain(signals, ExpressionSignal(seq, fps, end_policy))

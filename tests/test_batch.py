@@ -79,3 +79,52 @@ def test_ray_without_ray_installed_gives_the_install_hint(folder, monkeypatch):
     path = jsonl(folder, "ray.jsonl", [{"out": "r.mp4"}])
     with pytest.raises(MissingDependencyError, match="pip install 'ray"):
         run_jobs(load_jobs(path), ray_address="auto")
+
+
+def test_a_stopped_batch_resumes_only_finished_jobs_as_done(folder):
+    from knot_core.render import state_path
+    from knot_core.render_marker import finished_frames
+
+    path = jsonl(folder, "stop.jsonl", [{"out": "s1.mp4"}, {"out": "s2.mp4", "frames": 57}, {"out": "s3.mp4"},
+                                        {"out": "s4.mp4", "frames": 57, "save_every": 1}])
+    s2 = folder / "s2.mp4"
+    results = run_jobs(load_jobs(path), progress=False, should_stop=lambda: s2.exists())  # Ctrl-C in job 2
+    assert [r.status for r in results] == ["done", "interrupted", "not started", "not started"]
+    assert 0 < count_frames(s2) < 57 and state_path(s2).is_file() and finished_frames(s2) is None
+    assert "resume state is at frame" in results[1].message
+
+    again = run_jobs(load_jobs(path), resume=True, progress=False)  # the partial file is not "already rendered"
+    assert [(r.status, r.frames) for r in again] == [("skipped", 9), ("done", 57), ("done", 9), ("done", 57)]
+    assert count_frames(s2) == 57 and finished_frames(s2) == 57 and not state_path(s2).exists()
+
+    # a job killed before its first save (no state, no completion mark) is reported, never skipped
+    s4 = folder / "s4.mp4"
+    data = s4.read_bytes()
+    s4.write_bytes(data[: data.rfind(b"free") - 4])  # as if killed: the completion mark never written
+    final = run_jobs(load_jobs(path), resume=True, progress=False)
+    assert final[3].status == "failed" and "no resume state" in final[3].message and "--overwrite" in final[3].message
+
+
+def test_ctrl_c_in_batch_saves_the_state_and_prints_no_traceback(folder):
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from knot_core.render import state_path
+
+    path = jsonl(folder, "sig.jsonl", [{"out": "g1.mp4", "frames": 2001}, {"out": "g2.mp4"}])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "knot_core", "batch", str(path), "-q"], env=env,
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not (folder / "g1.mp4").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "stopping after the current chunk" in err
+    assert "interrupted" in out and "not started" in out and state_path(folder / "g1.mp4").is_file()
+    assert not (folder / "g2.mp4").exists()

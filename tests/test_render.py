@@ -212,3 +212,71 @@ def test_default_saves_the_resume_state_by_time_not_per_chunk(files, tmp_path, m
     render(job(files, out), on_chunk=lambda p: present.append(state_path(out).exists()),
            should_stop=lambda: len(present) == 2)
     assert present == [True, True]
+
+
+def test_a_render_to_an_output_being_written_is_refused(files, tmp_path):
+    import subprocess
+    import sys
+
+    from knot_core.output_lock import lock_path
+
+    out = tmp_path / "same.mp4"
+    code = "import sys, time\nfrom knot_core.output_lock import claim_output\nwith claim_output(sys.argv[1]):\n" \
+           "    print('claimed', flush=True)\n    time.sleep(60)\n"
+    other = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert other.stdout.readline().strip() == "claimed"
+        for overwrite in (False, True):
+            with pytest.raises(InputError, match=f"being written by process {other.pid}"):
+                render(job(files, out, overwrite=overwrite))
+        assert not out.exists() and not state_path(out).exists()
+    finally:
+        other.kill()
+        other.wait()
+    render(job(files, out, frames=9))  # the killed writer's lock is stale: taken over
+    assert count_frames(out) == 9 and not lock_path(out).exists()
+
+
+def write_tone(path: Path, seconds: float, rate: int = 16000) -> Path:
+    """A mono 16-bit WAV: a gliding tone with noise, so every AAC frame has content to encode."""
+    import wave
+
+    t = np.arange(int(seconds * rate)) / rate
+    samples = 0.4 * np.sin(2 * np.pi * (200 + 300 * t) * t) + 0.05 * np.random.default_rng(1).standard_normal(t.size)
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def packets(path: Path) -> dict[str, list[tuple[int, bytes]]]:
+    import av
+
+    found: dict[str, list[tuple[int, bytes]]] = {"video": [], "audio": []}
+    with av.open(str(path)) as c:
+        for p in c.demux():
+            if p.size:
+                found[p.stream.type].append((p.pts, bytes(p)))
+    return found
+
+
+@pytest.mark.parametrize("stop_after", [2, 3, 4])  # 21 frames (first segment), 33 (its end), 45 (past a restart)
+def test_resume_is_bit_exact_at_the_default_crf_with_audio(files, tmp_path, stop_after):
+    audio = write_tone(tmp_path / "tone.wav", FRAMES / 16 + 0.5)
+    defaults = {"audio": audio, "crf": 18}  # crf 18 is lossy: x264's rate control carries state frame to frame
+    render(job(files, tmp_path / "full.mp4", **defaults))
+    seen = []
+    out = tmp_path / "cut.mp4"
+    first = render(job(files, out, **defaults), on_chunk=seen.append, should_stop=lambda: len(seen) == stop_after)
+    assert first.interrupted and first.frames == [9, 21, 33, 45][stop_after - 1]
+    render(job(files, out, resume=True, **defaults))
+
+    a, b = packets(tmp_path / "full.mp4"), packets(out)
+    assert len(a["video"]) == FRAMES and a["video"] == b["video"]  # every H.264 packet, bit for bit
+    assert len(a["audio"]) > 50 and a["audio"] == b["audio"]  # every AAC packet, bit for bit
+    x, y = decoded(tmp_path / "full.mp4"), decoded(out)
+    assert len(x) == len(y) == FRAMES and all(np.array_equal(p, q) for p, q in zip(x, y))
+    assert (tmp_path / "full.mp4").read_bytes() == out.read_bytes()  # the same file

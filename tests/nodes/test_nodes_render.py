@@ -54,8 +54,10 @@ def test_model_loader_lists_both_folders_and_shows_the_summary(models_dir):
     loaded, text = _load()
     assert loaded.info.config.cond_layout == "noise_ref_mask" and loaded.info.sampler.resolution == (32, 32)
     assert "format:" in text and "in_dim 33" in text and "chunk_len 3, knot_len 1" in text
-    absolute, _ = _load(str(models_dir / "diffusion_models" / "tiny_t2v.safetensors"))
-    assert absolute.info.sampler.stream.strategy == "self_forcing"
+    t2v, _ = _load("tiny_t2v.safetensors")
+    assert t2v.info.sampler.stream.strategy == "self_forcing"
+    with pytest.raises(CheckpointError, match="not found"):  # a node reads no path, only the folders' names
+        _load(str(models_dir / "diffusion_models" / "tiny_t2v.safetensors"))
     with pytest.raises(CheckpointError, match="'missing.safetensors' not found in models/knot_forcing or "
                                               "models/diffusion_models"):
         _load("missing.safetensors")

@@ -128,5 +128,5 @@ def test_expression_signal_and_chaining(models_dir, tmp_path, monkeypatch):
         N["KnotForcingPoseSignal"]().build(16.0, "stop", 1, 0.0, pose_keypoint=_pose_frames(12), signals=both)
     with pytest.raises(InputError, match="different frame rates"):
         N["KnotForcingPoseSignal"]().build(25.0, "stop", 1, 0.0, pose_keypoint=_pose_frames(12), signals=expr)
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="'missing.csv' is not a file in ComfyUI's input folder"):
         N["KnotForcingExpressionSignal"]().build("missing.csv", 0.0, 16.0, "stop")

@@ -1,0 +1,73 @@
+"""Which files a node may read: only files inside the host's own folders, checked by name and by resolved path.
+
+The pack's security rule: a node reads a file only from ComfyUI's input folder or from a model folder.
+A name is refused before any file-system access when it is empty, absolute, has a '..' or hidden ('.x')
+part, a drive, a backslash, a NUL or another control character; otherwise `folder/name` is resolved (symlinks
+followed) and must be a regular file that stays inside the resolved folder. Every refusal gives the
+same message whether or not something exists at that name, so an answer tells nothing about the
+server's files (no existence oracle), and no message quotes a file's content.
+
+The command line and the Python API read any path their user gives; only the nodes come through here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from knot_core.errors import InputError
+
+NAME_SHOWN = 80  # characters of a refused name quoted back; the rest is cut
+
+
+def safe_name(name: object) -> bool:
+    """True when `name` is a plain relative name: no way out of a folder is spelled in it."""
+    if not isinstance(name, str) or not name.strip() or any(ord(c) < 32 or c == "\x7f" for c in name):
+        return False
+    if "\\" in name or PureWindowsPath(name).drive or name.startswith("~"):
+        return False
+    path = PurePosixPath(name)  # '.' parts are dropped here: './x.csv' is 'x.csv'
+    return not path.is_absolute() and not any(part.startswith(".") for part in path.parts)  # '..', hidden files
+
+
+def inside(folder: Path, name: object) -> Path | None:
+    """folder/name resolved, when it is a regular file inside the resolved folder (symlinks included); else None."""
+    if not safe_name(name):
+        return None
+    try:
+        base = folder.resolve()
+        target = (base / str(name)).resolve()
+        if not target.is_relative_to(base):  # a symlink inside the folder that points out of it
+            return None
+        return target if target.is_file() else None
+    except OSError:  # a name too long for the file system, a link loop: not a readable file either
+        return None
+
+
+def list_files(folder: Path, extensions: tuple[str, ...]) -> list[str]:
+    """Names (posix, relative) of the files under `folder` a node may read; hidden files and links out are left out."""
+    if not folder.is_dir():
+        return []
+    names = []
+    for parent, dirs, files in os.walk(folder):  # followlinks=False: a linked folder is not walked
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for file in files:
+            name = (Path(parent) / file).relative_to(folder).as_posix()
+            if not file.startswith(".") and file.lower().endswith(extensions) and inside(folder, name):
+                names.append(name)
+    return sorted(names)
+
+
+def refusal(what: str, name: object, place: str) -> InputError:
+    """The one message for a name that is not a readable file in the folder, whatever the reason."""
+    shown = str(name)[:NAME_SHOWN] + ("..." if len(str(name)) > NAME_SHOWN else "")
+    return InputError(f"{what} {shown!r} is not a file in {place}; put the file there (or upload it), press R to "
+                      "refresh, and pick it from the list (nodes never read files outside ComfyUI's folders)")
+
+
+def input_path(folder: Path, name: object, extensions: tuple[str, ...], what: str) -> Path:
+    """The file `name` in the input folder, checked; any other name raises the one refusal."""
+    path = inside(folder, name)
+    if path is None or not path.name.lower().endswith(extensions):
+        raise refusal(what, name, f"ComfyUI's input folder ({', '.join(extensions)})")
+    return path
