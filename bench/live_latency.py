@@ -98,8 +98,9 @@ def report(data: dict, seconds: float, summary: dict) -> None:
           f"{', '.join(f'{f:.2f}' for f in per_min) or '-'}; skipped {summary['skipped_frames']} frames in "
           f"{summary['late_chunks']} late chunks; worst chunk {1000 * summary['chunk_s_max']:.0f} ms")
     memory = data["memory"]
-    print(f"memory (RSS, server + stream + client): start {memory[0][1]:.0f} MiB, end {memory[-1][1]:.0f} MiB, "
-          f"peak {max(m for _, m in memory):.0f} MiB")
+    minute = next((m for t, m in memory if t >= 60), memory[-1][1])
+    print(f"memory (RSS, server + stream + client): start {memory[0][1]:.0f} MiB, after 1 min {minute:.0f} MiB, "
+          f"end {memory[-1][1]:.0f} MiB, peak {max(m for _, m in memory):.0f} MiB")
     offsets = [(data["audio"][h["clock"]] - t, t - t0) for t, h in frames if h["clock"] in data["audio"]]
     first = [o for o, t in offsets if t < offsets[0][1] + 10]
     last = [o for o, t in offsets if t > offsets[-1][1] - 10]

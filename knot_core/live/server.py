@@ -95,7 +95,7 @@ class LiveServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
+        self.port = self._runner.addresses[0][1]  # the real port when 0 was asked for
 
     async def close(self) -> None:
         """Close every peer and socket (their clients get an 'end' message), then the listener."""
