@@ -93,8 +93,12 @@ class LiveServer:
         app.router.add_get(f"{ROUTE}/{{stream}}/stats", self._stats)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await web.TCPSite(self._runner, self.host, self.port).start()
+        except OSError as err:
+            await self._runner.cleanup()
+            raise InputError(f"cannot listen on {self.host}:{self.port} ({err.strerror or err}); choose another "
+                             "port (--port, or 0 for any free one)") from None
         self.port = self._runner.addresses[0][1]  # the real port when 0 was asked for
 
     async def close(self) -> None:
@@ -156,7 +160,11 @@ class ServerThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="knot-live-server", daemon=True)
         self._thread.start()
-        self.call(self.server.start())
+        try:
+            self.call(self.server.start())
+        except BaseException:
+            self._stop_loop()
+            raise
 
     def call(self, coro, timeout: float = 30.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -168,9 +176,12 @@ class ServerThread:
         try:
             self.call(self.server.close())
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
-            self.loop.close()
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
 
 
 async def serve_forever(server: LiveServer, streams: list[LiveStream], seconds: float | None = None,

@@ -113,8 +113,7 @@ class Subscription:
                 self._chunks.popleft()
                 self.dropped += 1
             self._cond.notify_all()
-        if self.notify is not None:
-            self.notify()
+        self._wake_consumer()
 
     def get(self, timeout: float | None = None) -> LiveChunk | None:
         with self._cond:
@@ -125,8 +124,15 @@ class Subscription:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
-        if self.notify is not None:
+        self._wake_consumer()
+
+    def _wake_consumer(self) -> None:
+        if self.notify is None:
+            return
+        try:
             self.notify()
+        except RuntimeError:  # the consumer's event loop is closed: it is gone, stop feeding it
+            self.notify, self.closed = None, True
 
 
 class LiveStream:

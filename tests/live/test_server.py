@@ -253,3 +253,23 @@ def test_the_live_command_serves_on_localhost_and_ctrl_c_stops_it_cleanly(tmp_pa
 
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) > 25  # playable, holds what was streamed
+
+
+def test_a_port_in_use_is_named_with_the_fix(tmp_path):
+    import socket
+    import threading
+
+    from knot_core.errors import InputError
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        before = threading.active_count()
+        with pytest.raises(InputError, match=f"cannot listen on 127.0.0.1:{port}.*choose another port"):
+            ServerThread("127.0.0.1", port)
+        assert threading.active_count() == before  # its loop thread is gone too
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        run = subprocess.run([sys.executable, "-m", "knot_core", "live", "--port", str(port), "--seconds", "1"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and "choose another port" in run.stderr
