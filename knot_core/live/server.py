@@ -4,6 +4,7 @@ number of live streams, each reached only through its own unguessable id.
 Routes (aiohttp; aiortc for WebRTC), all under /knotforcing/live/<stream>:
   GET  .../            the page (https://... or localhost only: browsers give the microphone to secure origins)
   POST .../offer       WebRTC offer -> answer (the page's peer connection: microphone up, video + audio down)
+  POST .../bye         the page is going away (body: its peer token): close its connection now
   GET  .../ws          the programmatic API (knot_core.live.protocol)
   GET  .../stats       the stream's counters as JSON
 One client drives a stream (the first that sends audio, until it leaves); all of its clients view it; a
@@ -89,6 +90,7 @@ class LiveServer:
         app = web.Application()
         app.router.add_get(f"{ROUTE}/{{stream}}/", self._page)
         app.router.add_post(f"{ROUTE}/{{stream}}/offer", self._offer)
+        app.router.add_post(f"{ROUTE}/{{stream}}/bye", self._bye)
         app.router.add_get(f"{ROUTE}/{{stream}}/ws", self._websocket)
         app.router.add_get(f"{ROUTE}/{{stream}}/stats", self._stats)
         self._runner = web.AppRunner(app, handle_signals=False)
@@ -137,6 +139,14 @@ class LiveServer:
         from .websocket_api import serve_websocket
 
         return await serve_websocket(request, self._entry(request), self._sockets)
+
+    async def _bye(self, request):
+        from aiohttp import web
+
+        from .webrtc import close_peer
+
+        closed = await close_peer(self._entry(request), (await request.text()).strip())
+        return web.Response(status=204 if closed else 404)
 
     async def _offer(self, request):
         from aiohttp import web

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import fractions
 import logging
+import secrets
 import time
 
 import cv2
@@ -21,6 +22,19 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 AUDIO_PTIME = 0.02  # seconds per audio frame, as WebRTC (Opus) packs them
+TIMECODE_BITS = 16  # a measuring page (tests, latency checks) asks for the clock slot drawn under the picture
+
+
+def with_timecode(image: np.ndarray, clock: int) -> np.ndarray:
+    """(S, S, 3) -> (S + S/16, S, 3): a strip of 16 black/white blocks under the picture: the clock's low 15 bits
+    (LSB first) and a set top bit, so a black frame (no strip) never reads as a clock; blocks large enough to
+    survive video compression."""
+    size = image.shape[1]
+    block = size // TIMECODE_BITS
+    code = (clock & 0x7FFF) | 0x8000
+    bits = (code >> np.arange(TIMECODE_BITS)) & 1  # (16,)
+    strip = np.repeat(np.repeat(bits * 255, block)[None, :, None], block, axis=0).astype(np.uint8)  # (block, S, 1)
+    return np.concatenate([image, np.repeat(strip, 3, axis=2)], axis=0)
 
 
 class _ChunkReader:
@@ -43,7 +57,7 @@ class _ChunkReader:
         self.stream.unsubscribe(self.sub)
 
 
-def _tracks(stream, view_size: int):
+def _tracks(stream, view_size: int, timecode: bool):
     from aiortc import MediaStreamTrack
     from aiortc.mediastreams import MediaStreamError
     from av import AudioFrame, VideoFrame
@@ -56,7 +70,6 @@ def _tracks(stream, view_size: int):
         def __init__(self) -> None:
             super().__init__()
             self.reader, self.chunk, self.j = _ChunkReader(stream), None, 0
-            self.first_clock: int | None = None  # the first clock slot sent (tests align received frames by it)
 
         async def recv(self):
             if self.chunk is None or self.j >= self.chunk.frames.shape[0]:
@@ -68,10 +81,10 @@ def _tracks(stream, view_size: int):
             self.j += 1
             await asyncio.sleep(max(0.0, float(chunk.due[j]) - time.monotonic()))
             image = cv2.resize(chunk.frames[j], (view_size, view_size), interpolation=cv2.INTER_LINEAR)
+            if timecode:
+                image = with_timecode(image, int(chunk.clock[j]))
             frame = VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts, frame.time_base = int(chunk.clock[j]) * (90000 // fps), fractions.Fraction(1, 90000)
-            if self.first_clock is None:
-                self.first_clock = int(chunk.clock[j])
             return frame
 
         def stop(self) -> None:
@@ -116,6 +129,7 @@ class Peer:
 
     def __init__(self, entry, pc, video, audio) -> None:
         self.entry, self.pc, self.video, self.audio = entry, pc, video, audio
+        self.token = secrets.token_urlsafe(12)  # the page says goodbye with it (POST .../bye)
         self.mic_task: asyncio.Task | None = None
         self.closed = False
 
@@ -152,13 +166,13 @@ async def _pump_microphone(peer: Peer, track) -> None:
 
 
 async def answer_offer(entry, params: dict, view_size: int = 256) -> dict:
-    """Answer the page's offer: our video + audio out, its microphone in."""
+    """Answer the page's offer: our video + audio out, its microphone in ("timecode": true adds the clock strip)."""
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     if params.get("type") != "offer" or not isinstance(params.get("sdp"), str):
         raise ValueError(f"got type={params.get('type')!r} and {'an' if 'sdp' in params else 'no'} sdp")
     pc = RTCPeerConnection()
-    video, audio = _tracks(entry.stream, view_size)
+    video, audio = _tracks(entry.stream, view_size, bool(params.get("timecode")))
     peer = Peer(entry, pc, video, audio)
     entry.peers.append(peer)
 
@@ -182,4 +196,13 @@ async def answer_offer(entry, params: dict, view_size: int = 256) -> dict:
         await peer.close()
         raise
     return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
-            "driver": entry.driver is None or entry.driver is peer}
+            "driver": entry.driver is None or entry.driver is peer, "peer": peer.token}
+
+
+async def close_peer(entry, token: str) -> bool:
+    """The page went away (its `pagehide` beacon): close that peer now rather than at the ICE timeout (~30 s)."""
+    for peer in list(entry.peers):
+        if secrets.compare_digest(peer.token, token):
+            await peer.close()
+            return True
+    return False

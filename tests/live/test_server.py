@@ -219,6 +219,8 @@ def test_a_bad_webrtc_offer_is_answered_with_the_reason(served):
                 one = (r1.status, await r1.json())
             async with session.post(urls[0] + "offer", json={"sdp": "v=0 nonsense", "type": "offer"}) as r2:
                 two = (r2.status, await r2.json())
+            async with session.post(urls[0] + "bye", data="not-a-peer") as r3:
+                assert r3.status == 404  # a goodbye for no peer of this stream closes nothing
             return one, two
 
     (s1, j1), (s2, j2) = asyncio.run(run())
