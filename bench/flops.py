@@ -103,20 +103,21 @@ def chunk_flops(dit: DiTConfig, stream: StreamConfig, latent_hw: tuple[int, int]
     tpf = dit.tokens_per_frame(*latent_hw)
     context = stream.window_len + stream.anchor_frames
     c = stream.chunk_len
-    if stream.strategy == "rolling_forcing":
+    if stream.rolls:
         joint = stream.max_forward_frames
         denoise = [forward_flops(dit, "joint denoise", joint, joint + context, tpf, batch)]
     else:
         denoise = [forward_flops(dit, f"denoise step {j + 1}", stream.span, stream.span + context, tpf, batch)
                    for j in range(len(stream.steps))]
-    commit = forward_flops(dit, "commit", c, c + context, tpf, batch)
+    # Rolling Forcing's clean pass sees its own sliding window (the sink has left it in the steady state)
+    commit = forward_flops(dit, "commit", c, c + (stream.commit_window_len or context), tpf, batch)
     return ChunkFlops(tuple(denoise) + (commit,), output_frames=c)
 
 
 def cache_bytes(dit: DiTConfig, stream: StreamConfig, latent_hw: tuple[int, int], dtype_bytes: int = 2,
                 batch: int = 1) -> CacheBytes:
     """Sizes from the shapes (num_layers, B, frames*tokens_per_frame, heads, head_dim) of each tensor."""
-    frames = stream.anchor_frames + stream.window_len + stream.max_forward_frames
+    frames = stream.anchor_frames + stream.stored_window_len + stream.max_forward_frames
     one = frames * dit.num_layers * batch * dit.tokens_per_frame(*latent_hw) * dit.num_heads * dit.head_dim \
         * dtype_bytes
     return CacheBytes(keys=one, rotated_keys=one, values=one)
@@ -163,8 +164,8 @@ def check() -> bool:
         dit = dataclasses.replace(PRESETS[preset], num_layers=1)
         for strategy in STRATEGIES:
             stream = StreamConfig.for_strategy(strategy)
-            # 6 warm chunks fill every strategy's window (longlive: 3 sink frames + 9 after them = 4 chunks)
-            want, got = chunk_flops(dit, stream, hw).total, measured_chunk_flops(dit, stream, hw, warm_chunks=6)
+            # 8 warm chunks fill every strategy's windows (rolling_forcing: its clean pass's 18 frames = 6 chunks)
+            want, got = chunk_flops(dit, stream, hw).total, measured_chunk_flops(dit, stream, hw, warm_chunks=8)
             ok &= want == got
             verdict = "ok" if want == got else f"DIFF {got - want:+,}"
             print(f"{preset:<28}{strategy:<16} analytic {want:>14,} counted {got:>14,} {verdict}")

@@ -34,12 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.flops import MIB, cache_bytes, chunk_flops  # noqa: E402
 from knot_core.compilation import COMPILE_MODES as USER_COMPILE_MODES  # noqa: E402
-from knot_core.config import PRESETS, VAE_STRIDE, StreamConfig  # noqa: E402
+from knot_core.config import DTYPES, PRESETS, VAE_STRIDE, StreamConfig  # noqa: E402
 from knot_core.dit import KnotDiT  # noqa: E402
 from knot_core.engine.stream import StreamInputs, generate, start_stream  # noqa: E402
 from knot_core.vae import StreamingDecoder, VAEConfig, WanVAE  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_MODES = (*USER_COMPILE_MODES, "reduce-overhead")  # CUDA graphs: tried here before users get them
 H100_BF16_DENSE_TFLOPS = 989.0  # datasheet; a large bf16 GEMM measured 798 on this workplace's H100
 

@@ -8,8 +8,8 @@
     for chunk in iter_frames(job):      # chunk.frames: (T, H, W, 3) uint8, chunk.first_frame, chunk.status
         virtual_camera.send(chunk.frames.numpy())
 
-For full control (your own model/VAE objects, inputs built in memory) use the pipeline directly:
-`stream.start_stream` + `pipeline.frame_stream` (the same iterator) or `pipeline.render_to_file`.
+For full control (your own model/VAE objects, inputs built in memory) use the render path directly:
+`render_path.prepare(...)` then `render_path.frames(plan)` (the same iterator) or `file_sink.write_file`.
 Importing this module loads no weights; models, VAE and inputs load when a job runs.
 """
 
@@ -17,23 +17,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .pipeline import FrameChunk, RenderResult, frame_stream, render_to_file
+from .file_sink import FileOutput, write_file
 from .render import RenderJob, check_job, render, state_path
+from .render_path import FrameChunk, RenderPlan, RenderResult, drain, frames, prepare, start
+from .render_plan import Length
 
-__all__ = ["FrameChunk", "RenderJob", "RenderResult", "check_job", "frame_stream", "iter_frames", "render",
-           "render_to_file", "state_path"]
+__all__ = ["FileOutput", "FrameChunk", "Length", "RenderJob", "RenderPlan", "RenderResult", "check_job", "drain",
+           "frames", "iter_frames", "prepare", "render", "start", "state_path", "write_file"]
 
 
 def iter_frames(job: RenderJob) -> Iterator[FrameChunk]:
     """Decoded frames of `job`, chunk by chunk, as they are made; nothing is written (job.out is not used).
 
-    Memory is flat however long it runs; stop early by breaking out of the loop. The length follows the
-    job (frames / seconds / driving input), as for `render`.
+    Memory is flat however long it runs; stop early by breaking out of the loop. The length and every
+    check are `render`'s (the same render path).
     """
-    from .engine.stream import start_stream
-    from .render_session import open_session
+    from .render_session import load_job
 
-    session = open_session(job)
-    state = start_stream(session.model, session.cfg, session.inputs, seed=job.seed)
-    yield from frame_stream(session.model, session.cfg, session.inputs, state, session.vae.streaming_decoder(),
-                            num_frames=session.num_frames)
+    plan, _ = load_job(job)
+    yield from frames(plan)

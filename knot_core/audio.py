@@ -148,6 +148,22 @@ def audio_from_comfy(audio: dict) -> tuple[Tensor, int]:
     return _check_waveform(waveform[0], "AUDIO input"), sample_rate
 
 
+MUX_SAMPLE_RATE = 48_000  # audio at a rate AAC cannot store is resampled to this for muxing
+
+
+def audio_for_mux(waveform: Tensor, sample_rate: int) -> tuple[Tensor, int]:
+    """Audio as every front end muxes it into the MP4: [C <= 2, N] float32 in [-1, 1] at a rate AAC stores
+    (more than two channels are averaged to mono; other rates resampled to MUX_SAMPLE_RATE)."""
+    from .video_writer import AAC_SAMPLE_RATES
+
+    wave = _check_waveform(waveform, "audio to mux")
+    if wave.shape[0] > 2:
+        wave = wave.mean(dim=0, keepdim=True)
+    if int(sample_rate) not in AAC_SAMPLE_RATES:
+        wave, sample_rate = resample(wave, int(sample_rate), MUX_SAMPLE_RATE), MUX_SAMPLE_RATE
+    return wave.clamp(-1.0, 1.0), int(sample_rate)
+
+
 def _kaiser(x: Tensor, beta: float) -> Tensor:
     """Kaiser window at x in [-1, 1] (0 outside)."""
     inside = x.abs() <= 1

@@ -24,6 +24,7 @@ from typing import Any
 from .errors import InputError, KnotError, MissingDependencyError
 from .render import RenderJob, render, state_path
 from .render_marker import describe_output
+from .text_file import read_text
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def _read_toml(path: Path) -> list[tuple[str, dict]]:
             raise MissingDependencyError("TOML jobs files need Python >= 3.11 or `pip install tomli`; or write "
                                          "the jobs as JSON Lines (.jsonl)") from err
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(path, "jobs file (.jsonl or .toml)"))
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"jobs file {str(path)!r} is not valid TOML ({err})") from err
     tables = data.pop("job", [])
@@ -74,7 +75,7 @@ def _read_toml(path: Path) -> list[tuple[str, dict]]:
 
 def _read_jsonl(path: Path) -> list[tuple[str, dict | str]]:
     rows: list[tuple[str, dict | str]] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "jobs file (.jsonl or .toml)").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
@@ -163,7 +164,8 @@ def run_jobs(entries: Iterable[BatchEntry], *, workers: int = 1, ray_address: st
     if ray_address is not None:
         from .batch_ray import run_on_ray
 
-        run_on_ray(todo, ray_address, resume, report)
+        run_on_ray(todo, ray_address, resume, report, run_one=run_one,
+                   failed=lambda job, message: JobResult(job.name, "failed", message=message, out=str(job.out)))
     elif workers == 1:
         for i, job in todo.items():
             if not stop():

@@ -25,10 +25,14 @@ def _import_ray():
     return ray
 
 
-def run_on_ray(todo: dict, address: str, resume: bool, report: Callable) -> None:
-    """todo: index -> RenderJob; report(index, JobResult) as each finishes. address: 'auto', 'local' or host:port."""
+def run_on_ray(todo: dict, address: str, resume: bool, report: Callable, *, run_one: Callable,
+               failed: Callable) -> None:
+    """todo: index -> RenderJob; report(index, JobResult) as each finishes. address: 'auto', 'local' or host:port.
+
+    run_one(job, resume=, device=) -> JobResult runs on a node; failed(job, message) -> JobResult records a lost
+    task (both batch's, passed in so this module needs nothing of batch).
+    """
     ray = _import_ray()
-    from .batch import JobResult, run_one
 
     ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
              logging_level=logging.WARNING)
@@ -42,6 +46,4 @@ def run_on_ray(todo: dict, address: str, resume: bool, report: Callable) -> None
         try:
             report(i, ray.get(done[0]))
         except Exception as err:  # noqa: BLE001 - a lost node or a crashed worker fails this job only
-            job = todo[i]
-            report(i, JobResult(job.name, "failed", message=f"Ray task failed: {type(err).__name__}: {err}",
-                                out=str(job.out)))
+            report(i, failed(todo[i], f"Ray task failed: {type(err).__name__}: {err}"))

@@ -66,11 +66,16 @@ FORMATS: dict[str, FormatSpec] = {s.name: s for s in (
     FormatSpec("knot", "Knot Forcing model file (safetensors with knot_forcing metadata)"),
     FormatSpec("wan", "Wan2.1 native DiT weights (unprefixed Wan keys)"),
     FormatSpec("comfyui", "ComfyUI diffusion model (keys prefixed model.diffusion_model.)"),
-    FormatSpec("forcing_pt", "Self Forcing-family training checkpoint (.pt generator/generator_ema, prefix model.)"),
+    FormatSpec("forcing_pt", "Self Forcing-family training checkpoint (.pt generator/generator_ema, prefix model.; "
+               "Self Forcing, Rolling Forcing and CausVid files are identical in layout: a Rolling Forcing file "
+               "needs strategy rolling_forcing)"),
     FormatSpec("longlive", "LongLive: Self Forcing-style base with a PEFT LoRA (rank 256, alpha 256)",
                lora_alpha=None),
     FormatSpec("avatarforcing", "AvatarForcing: 33-channel DiT with un-merged PEFT LoRA (r 128, alpha 64) "
                "and an audio adapter", lora_alpha=64.0, adapters=("avatar_audio",)),
+    FormatSpec("livetalk", "LiveTalk-1.3B / merged OmniAvatar-1.3B layout: 33-channel DiT with the audio adapter, "
+               "Wan keys, LoRA merged (a merged AvatarForcing file looks the same: choose loop avatar_forcing)",
+               adapters=("avatar_audio",)),
     FormatSpec("lora", "a LoRA delta without base weights"),
 )}
 
@@ -191,12 +196,14 @@ def _causal_ar(metadata: Mapping[str, str]) -> bool | None:
         else None
 
 
-def detect_format(shapes: Shapes, metadata: Mapping[str, str] | None = None) -> FormatInfo:
+def detect_format(shapes: Shapes, metadata: Mapping[str, str] | None = None,
+                  prefer_section: str | None = None) -> FormatInfo:
     """Name the format of a checkpoint from its tensor names, shapes and metadata (never its filename).
 
     shapes: every tensor key of the file (nested `.pt` dicts flattened with '.', so a Self Forcing
-    file shows `generator_ema.model.blocks.0...`) -> shape. Raises CheckpointError naming what the
-    file looks like when it is not a Wan DiT or a LoRA for one.
+    file shows `generator_ema.model.blocks.0...`) -> shape. prefer_section: the `.pt` section to read
+    when the file has it (a model loop whose authors load `generator`, not the EMA). Raises
+    CheckpointError naming what the file looks like when it is not a Wan DiT or a LoRA for one.
     """
     metadata = metadata or {}
     keys = list(shapes)
@@ -209,7 +216,7 @@ def detect_format(shapes: Shapes, metadata: Mapping[str, str] | None = None) -> 
         return FormatInfo("knot", FORMATS["knot"].description, causal=True, knot_metadata=meta,
                           adapters=tuple(a.get("type", "?") for a in meta.get("driving", [])), keys=len(keys))
     sections = _sections(keys)
-    section = next((s for s in WEIGHT_SECTIONS if s in sections), "")
+    section = prefer_section if prefer_section in sections else next((s for s in WEIGHT_SECTIONS if s in sections), "")
     body = section_keys(shapes, section)
     prefix = find_prefix(list(body))
     if prefix is None:
@@ -217,7 +224,10 @@ def detect_format(shapes: Shapes, metadata: Mapping[str, str] | None = None) -> 
     has_inline_lora = any(".base_layer." in k for k in body)
     adapters = tuple(sorted({a for h, a in ADAPTER_PREFIXES.items() if any(k.startswith(prefix + h) for k in body)}))
     in_dim = body.get(prefix + ANCHOR_KEY, body.get(prefix + "patch_embedding.base_layer.weight"))[1]
-    if has_inline_lora or adapters or (in_dim == 33 and section):
+    _check_adapter_layout(body, prefix, adapters, in_dim, has_inline_lora)
+    if adapters and not has_inline_lora and not section:  # AvatarForcing's .pt always has its generator section
+        name, lora = "livetalk", None
+    elif has_inline_lora or adapters or (in_dim == 33 and section):
         name = "avatarforcing"
         lora = _lora_info(body, "inline", FORMATS[name].lora_alpha) if has_inline_lora else None
     elif LORA_SECTION in sections:
@@ -231,6 +241,20 @@ def detect_format(shapes: Shapes, metadata: Mapping[str, str] | None = None) -> 
     causal = _causal_ar(metadata) if name in ("comfyui", "wan") else True
     return FormatInfo(name, FORMATS[name].description, section=section, prefix=prefix, causal=causal, lora=lora,
                       adapters=adapters, keys=len(keys))
+
+
+def _check_adapter_layout(body: Shapes, prefix: str, adapters: tuple[str, ...], in_dim: int, inline: bool) -> None:
+    """Audio-driven files that cannot be what they look like, named before any loading."""
+    if adapters and in_dim != LATENT_CHANNELS + COND_EXTRA_CHANNELS["noise_ref_mask"]:
+        raise CheckpointError("this file has the audio adapter (audio_proj / audio_cond_projs) but its "
+                              f"patch_embedding takes {in_dim} channels; the audio-driven Wan DiTs (LiveTalk, "
+                              "OmniAvatar, AvatarForcing) take 33 = [noisy 16 | reference 16 | mask 1]. The file is "
+                              "damaged or mixes two models")
+    if not inline and lora_pairs(list(body)) and prefix + "blocks.0.ffn.0.weight" not in body:
+        raise CheckpointError("this file is a LoRA delta with an audio adapter but without the DiT's base weights "
+                              "(OmniAvatar's pytorch_model.pt layout); merge it into Wan2.1-T2V-1.3B first (LiveTalk's "
+                              "scripts/merge_lora.py writes the merged model.safetensors this loader reads), or use "
+                              "LiveTalk-1.3B's model.safetensors")
 
 
 def _lora_only(shapes: Shapes, sections: set[str], keys: Sequence[str]) -> FormatInfo:

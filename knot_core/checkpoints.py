@@ -33,7 +33,7 @@ from .checkpoint_formats import (
     map_keys,
     section_keys,
 )
-from .config import DiTConfig
+from .config import DTYPES, DiTConfig
 from .dit import KnotDiT
 from .errors import CheckpointError
 from .lora import collect_lora, lora_scale, merge_lora
@@ -45,13 +45,13 @@ from .model_file import (
     parse_metadata,
     save_knot_model,
 )
+from .model_loops import LOOPS, SAME_LAYOUT, detected_loop, get_loop
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CheckpointFile", "ModelInfo", "check_text", "describe_dit", "detect_format", "load_dit",
            "load_text_embedding", "open_checkpoint", "save_knot_model"]
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 MODEL_FOLDERS = "ComfyUI/models/diffusion_models/ (ComfyUI) or models/knot_forcing/ (command line)"
 MODEL_SOURCES = ("a Knot Forcing model file made with `python -m knot_core convert IN OUT` from a checkpoint you "
                  "obtained: Wan2.1-T2V-1.3B, ComfyUI causal Wan, Self Forcing / CausVid / Rolling Forcing .pt, "
@@ -201,12 +201,22 @@ def _foreign_plan(file: CheckpointFile, fmt: FormatInfo, *, num_heads: int | Non
     return config, key_map, adapters, unattached
 
 
+def _detect(file: CheckpointFile, prefer_section: str | None = None) -> FormatInfo:
+    """detect_format, its refusal naming the file."""
+    try:
+        return detect_format(file.shapes, file.metadata, prefer_section=prefer_section)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err} (file: {file.path})") from err
+
+
 def plan_load(path: str | Path, *, num_heads: int | None = None, text_len: int | None = None,
               lora: str | Path | None = None, lora_alpha: float | None = None,
-              cond_layout: str | None = None) -> LoadPlan:
+              cond_layout: str | None = None, loop: str | None = None) -> LoadPlan:
     """Read headers only and decide everything a load will do; raises CheckpointError on any mismatch."""
     file = open_checkpoint(path)
-    fmt = detect_format(file.shapes, file.metadata)
+    if loop is not None and loop not in LOOPS:
+        get_loop(loop, "")  # raises: names the known loops
+    fmt = _detect(file, prefer_section=LOOPS[loop].weights_section if loop else None)
     if fmt.name == "lora":
         raise CheckpointError(f"{file.path} is a LoRA without base weights ({fmt.lora.targets} low-rank pairs, rank "
                               f"{fmt.lora.rank}); pass the base DiT checkpoint as the model and this file as "
@@ -230,7 +240,7 @@ def plan_load(path: str | Path, *, num_heads: int | None = None, text_len: int |
             loras.append((file, _lora_keys(file, lora_section), lora_scale(fmt.lora, lora_alpha)))
     if lora is not None:
         lfile = open_checkpoint(lora, what="LoRA file")
-        lfmt = detect_format(lfile.shapes, lfile.metadata)
+        lfmt = _detect(lfile)
         if lfmt.lora is None or lfmt.name not in ("lora", "longlive"):
             raise CheckpointError(f"{lfile.path} was given as a LoRA but is {lfmt.description}; expected a PEFT LoRA "
                                   "(lora_A/lora_B pairs, e.g. LongLive's lora.pt)")
@@ -256,7 +266,22 @@ def plan_load(path: str | Path, *, num_heads: int | None = None, text_len: int |
         lora_scale=loras[0][2] if loras else source.get("lora_scale"),
         causal=fmt.causal, dtype=_torch_dtype(max(set(float_dtypes), key=float_dtypes.count) if float_dtypes else ""),
         param_count=sum(math.prod(s) for s in model_shapes.values()), path=str(file.path))
-    return LoadPlan(file, fmt, info, key_map, unattached, tuple(loras))
+    return LoadPlan(file, fmt, _with_loop(info, fmt, loop, source), key_map, unattached, tuple(loras))
+
+
+def _with_loop(info: ModelInfo, fmt: FormatInfo, loop: str | None, source: dict) -> ModelInfo:
+    """The recommendation: a loop the user chose, else the one the file names (or recorded when converted),
+    else the format's defaults; files shared by several public models list their loops."""
+    same = SAME_LAYOUT.get(source.get("format", fmt.name), ())
+    if loop:
+        return replace(info, sampler=get_loop(loop, info.config.cond_layout).sampler, loop=loop,
+                       loop_source="chosen", same_layout=same)
+    if fmt.name == "knot":
+        return replace(info, loop=source.get("loop", ""), loop_source=source.get("loop_source", ""), same_layout=same)
+    found = detected_loop(fmt.name, fmt.causal)
+    if found is None:
+        return replace(info, same_layout=same)
+    return replace(info, sampler=get_loop(found, info.config.cond_layout).sampler, loop=found, loop_source="detected")
 
 
 def _torch_dtype(name: str) -> torch.dtype:
@@ -295,21 +320,23 @@ def _check_keys(model: KnotDiT, shapes: Mapping[str, tuple[int, ...]], fmt: Form
 
 def load_dit(path: str | Path, *, dtype: torch.dtype | str = torch.bfloat16, device: torch.device | str = "cpu",
              num_heads: int | None = None, text_len: int | None = None, lora: str | Path | None = None,
-             lora_alpha: float | None = None, cond_layout: str | None = None) -> tuple[KnotDiT, ModelInfo]:
+             lora_alpha: float | None = None, cond_layout: str | None = None,
+             loop: str | None = None) -> tuple[KnotDiT, ModelInfo]:
     """Load any supported DiT checkpoint as an eval-mode KnotDiT in dtype on device.
 
     num_heads: head count for files that do not store it (default dim // 128, Wan's head_dim).
     lora / lora_alpha: a separate LoRA file to merge (LongLive) and its alpha (default: the format's
     known value, else the rank). cond_layout: the layout the caller needs; a file with another
-    in_dim is rejected. Returns (model, info); info carries format, config, adapters, LoRA state
-    and the recommended sampler settings.
+    in_dim is rejected. loop: a public model's loop (`model_loops.LOOPS`) whose settings replace the
+    file's recommendation, for files several models share. Returns (model, info); info carries format,
+    config, adapters, LoRA state and the recommended sampler settings.
     """
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise CheckpointError(f"dtype={dtype!r}; choose one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
     plan = plan_load(path, num_heads=num_heads, text_len=text_len, lora=lora, lora_alpha=lora_alpha,
-                     cond_layout=cond_layout)
+                     cond_layout=cond_layout, loop=loop)
     model = _build(plan.info)
     _check_keys(model, {m: plan.file.shapes[k] for k, m in plan.key_map.items()}, plan.fmt, plan.file.path)
     targets: set[str] = set()
@@ -360,16 +387,20 @@ def load_text_embedding(path: str | Path, *, text_dim: int = 4096, max_len: int 
                               "(umT5-XXL output of the prompt)")
     with file.reader() as get:
         text = get(key).float()
+    if not torch.isfinite(text).all():
+        raise CheckpointError(f"text embedding {key!r} in {file.path} holds NaN or infinite values; encode the "
+                              "prompt again (umT5-XXL)")
     return text.reshape(1, shape[-2], text_dim)  # (1, L, text_dim)
 
 
 def check_text(info: ModelInfo, text: Tensor | None) -> Tensor | None:
     """Validate text embeddings [1, L, text_dim] for this model; warn when a text-conditioned model gets none."""
     if text is None:
-        if info.expects_text:
-            log.warning("no text embedding given: %s is text-conditioned and will run on zero embeddings "
-                        "(an empty prompt); pass a umT5 embedding file for prompt control", info.format)
+        log.warning("no text embedding given: %s is text-conditioned and will run on zero embeddings "
+                    "(an empty prompt); pass a umT5 embedding file for prompt control", info.format)
         return None
+    if not torch.isfinite(text).all():
+        raise CheckpointError("text embedding holds NaN or infinite values; encode the prompt again (umT5-XXL)")
     if text.ndim != 3 or text.shape[-1] != info.config.text_dim or text.shape[1] > info.config.text_len:
         raise CheckpointError(f"text embedding has shape {list(text.shape)}; this model needs [B, L, "
                               f"{info.config.text_dim}] with L <= {info.config.text_len}")

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,16 +25,15 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .adapters.cross_attention import CrossAttentionAdapter, CrossAttentionConfig
-from .config import DiTConfig, StreamConfig
-from .demo_codec import CodecConfig, DemoCodec, StreamingDecoder
+from .config import DiTConfig, StreamConfig, latent_frames_for, video_frames_for
+from .demo_codec import CodecConfig, DemoCodec
 from .dit import KnotDiT
 from .driving import DrivingAdapter
 from .errors import CheckpointError, InputError
 from .faces import NUM_PARAMS, DrivingFrame, Portrait, render
 from .model_file import ADAPTER_REGISTRY, AdapterSpec, SamplerDefaults, register_adapter
-from .motion import FPS, MotionSequence, MotionSignal, SpeechMouth, decode_audio
-from .pipeline import latent_frames_for, video_frames_for
-from .video_writer import VideoWriter, frames_from_decoder
+from .motion import FPS, MotionSequence, MotionSignal, SpeechMouth
+from .render_path import check_seed, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,7 @@ DEMO_CODEC = MODELS_DIR / "demo_codec.safetensors"
 DEMO_SPEECH = MODELS_DIR / "demo_speech.wav"
 DEMO_SIZE = 64  # pixels; latent 8x8, 16 tokens per latent frame
 DEMO_PORTRAIT_SEED = 2026
+PORTRAIT_SEED_MAX = 2**31 - 1  # numpy seeds the procedural portrait
 ADAPTER_TYPE = "motion_cross_attention"
 INJECT_TYPE = "motion_injection"
 
@@ -190,11 +190,67 @@ def demo_motion(seed: int, frames: int, audio: str | Path) -> MotionSequence:
 
 
 @dataclass(frozen=True)
+class DemoJob:
+    """A render with the built-in model: the procedural portrait `portrait_seed`, driven by seeded head motion
+    (`seed`, which also seeds the sampler noise) and a mouth that follows `audio`'s loudness (default: the
+    bundled speech clip, muxed into the MP4). Settings, resume, overwrite, crf and save_every are RenderJob's.
+
+    Length: `frames`, else the demo's rule for `seconds`: T = demo_latent_frames(seconds) latents, 1 + 4(T-1)
+    video frames (whole latent frames, so the clip ends on a decoded latent's last frame).
+    """
+
+    out: Path
+    seconds: float = 6.0
+    frames: int | None = None
+    audio: Path | None = None
+    seed: int = 0
+    portrait_seed: int = DEMO_PORTRAIT_SEED
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    overwrite: bool = False
+    resume: bool = False
+    crf: int = 18
+    save_every: int | None = None
+    models: Path = MODELS_DIR
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        for key in ("out", "audio", "models"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, key, Path(str(value)).expanduser())
+        if self.frames is None and not (isinstance(self.seconds, (int, float)) and math.isfinite(self.seconds)
+                                        and self.seconds > 0):
+            raise InputError(f"seconds={self.seconds}; give a positive, finite duration (e.g. 6)")
+        if self.frames is not None and self.frames < 1:
+            raise InputError(f"frames={self.frames}; must be >= 1")
+        check_seed(self.seed)
+        if not 0 <= self.portrait_seed <= PORTRAIT_SEED_MAX:
+            raise InputError(f"portrait_seed={self.portrait_seed}; give a whole number in [0, {PORTRAIT_SEED_MAX}]")
+        if self.resume and self.overwrite:
+            raise InputError("resume and overwrite both set; resume continues the file, overwrite replaces it")
+        if self.save_every is not None and self.save_every < 1:
+            raise InputError(f"save_every={self.save_every}; must be >= 1 chunk")
+        if not 0 <= self.crf <= 51:
+            raise InputError(f"crf={self.crf}; must be in [0, 51] (0 lossless, 18 visually lossless)")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads={self.threads}; give a positive number of CPU threads")
+
+    @property
+    def audio_file(self) -> Path:
+        return self.audio if self.audio is not None else DEMO_SPEECH
+
+    @property
+    def num_frames(self) -> int:
+        return self.frames if self.frames is not None else video_frames_for(demo_latent_frames(self.seconds))
+
+
+@dataclass(frozen=True)
 class DemoReport:
     path: Path
     frames: int
     latent_frames: int
     wall_s: float
+    interrupted: bool = False
 
     @property
     def fps(self) -> float:
@@ -205,81 +261,64 @@ class DemoReport:
         return self.fps / FPS
 
 
-@contextmanager
-def torch_threads(n: int | None):
-    """Run with n intra-op threads, then restore. The demo's matrices are tiny (128 wide): one thread avoids
-    the OpenMP hand-offs that cost 10x more than the math when the cores are shared (measured 2.3 vs 32 ms
-    per 512x128x384 linear on the 2-core CI machine under load)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def load_demo_job(job: DemoJob, *, progress: bool = False):
+    """The demo's half of the render path: built-in model, portrait and motion -> (RenderPlan, FileOutput)."""
+    from .audio import audio_for_mux, load_audio
+    from .engine.stream import StreamInputs
+    from .file_sink import FileOutput, check_output
+    from .render_path import prepare
+    from .render_plan import Length
+
+    check_output(job.out, [job.audio_file, job.models / DEMO_MODEL.name, job.models / DEMO_CODEC.name],
+                 overwrite=job.overwrite, resume=job.resume)
+    if not job.audio_file.is_file():
+        raise InputError(f"audio file {str(job.audio_file)!r} does not exist; give a speech file or leave --audio "
+                         "out to use the bundled clip")
+    audio = audio_for_mux(*load_audio(job.audio_file))
+    model, info, codec = load_demo(job.models / DEMO_MODEL.name, job.models / DEMO_CODEC.name)
+    cfg = info.stream_config().with_settings(job.settings)
+    _, reference = demo_reference(codec, job.portrait_seed)  # (1, 16, 1, h, w)
+    motion = demo_motion(job.seed, job.num_frames, job.audio_file)
+    inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference,
+                          signals=(MotionSignal(motion),))
+    plan = prepare(model, codec, cfg, inputs, fps=FPS, length=Length(job.num_frames, "frames"), seed=job.seed,
+                   audio=audio)
+    identity = {"demo": [DEMO_MODEL.name, (job.models / DEMO_MODEL.name).stat().st_size], "seed": job.seed,
+                "portrait_seed": job.portrait_seed, "audio": [job.audio_file.name, job.audio_file.stat().st_size],
+                "frames": job.num_frames, "stream_config": asdict(cfg), "crf": job.crf}
+    output = FileOutput(job.out, overwrite=job.overwrite, resume=job.resume, crf=job.crf, save_every=job.save_every,
+                        fingerprint=identity, name=job.out.name, progress=progress)
+    return plan, output
 
 
-def render_demo(out: str | Path, seconds: float = 6.0, audio: str | Path | None = None, *, seed: int = 0,
-                portrait_seed: int = DEMO_PORTRAIT_SEED, overwrite: bool = True,
-                models: str | Path = MODELS_DIR, threads: int | None = 1) -> DemoReport:
-    """Render the animated demo portrait to an MP4, chunk by chunk (each chunk is written as it is made).
+def render_demo(out: str | Path, seconds: float = 6.0, audio: str | Path | None = None, *,
+                should_stop: Callable[[], bool] | None = None, progress: bool = False,
+                **options: Any) -> DemoReport:
+    """Render the animated demo portrait to an MP4 through the render path every front end uses (chunk by
+    chunk, encoded in the background, resumable: `resume=True`); options are DemoJob's fields."""
+    from .file_sink import write_file
 
-    Head motion, blinks and brows from a seeded MotionSequence; the mouth from the loudness of `audio`
-    (default: the bundled speech clip), which is muxed into the MP4. `models` holds demo.safetensors and
-    demo_codec.safetensors. Length rule: T = demo_latent_frames(seconds) latents, 1 + 4(T-1) video frames.
-    """
-    with torch_threads(threads):
-        return _render(Path(out), seconds, audio, seed, portrait_seed, overwrite, Path(models))
-
-
-def _render(out: Path, seconds: float, audio: str | Path | None, seed: int, portrait_seed: int, overwrite: bool,
-            models: Path) -> DemoReport:
-    """The body of render_demo, run with the thread setting in place."""
-    audio = Path(audio) if audio is not None else DEMO_SPEECH
-    if not audio.is_file():
-        raise InputError(f"audio file {str(audio)!r} does not exist; give a speech file or leave --audio out "
-                         "to use the bundled clip")
-    samples, rate = decode_audio(audio)
-    demo = load_demo(models / DEMO_MODEL.name, models / DEMO_CODEC.name)
-    total = demo_latent_frames(seconds)
-    motion = demo_motion(seed, video_frames_for(total), audio)
-    started = time.perf_counter()
-    with VideoWriter(out, FPS, audio=samples[None], sample_rate=rate, overwrite=overwrite) as writer:
-        for frames in _stream_frames(demo, motion, total, seed, portrait_seed):
-            writer.write(frames)
-    wall = time.perf_counter() - started
-    return DemoReport(out, writer.frames_written, total, wall)
-
-
-def _stream_frames(demo, motion: MotionSequence, total: int, seed: int, portrait_seed: int):
-    """Video frames (n, H, W, 3) uint8 of each chunk, as the engine's stream makes them, for `total` latents."""
-    from .engine.stream import StreamInputs, generate, start_stream
-
-    model, info, codec = demo
-    _, reference = demo_reference(codec, portrait_seed)
-    inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference, signals=(MotionSignal(motion),))
-    cfg = info.stream_config()
-    state = start_stream(model, cfg, inputs, seed=seed)
-    decoder, done = StreamingDecoder(codec), 0
-    for chunk in generate(model, cfg, inputs, state):
-        latents = chunk.latents[:, :, : total - done]  # (1, 16, <=c, h, w)
-        yield frames_from_decoder(decoder.decode(latents)).numpy()
-        done += latents.shape[2]
-        if done >= total:
-            return
+    job = DemoJob(Path(out), seconds, audio=None if audio is None else Path(audio), **options)
+    with torch_threads(job.threads):
+        plan, output = load_demo_job(job, progress=progress)
+        result = write_file(plan, output, should_stop=should_stop)
+    return DemoReport(result.path, result.frames, latent_frames_for(result.frames), result.seconds,
+                      result.interrupted)
 
 
 def demo_frames(motion: MotionSequence, seconds: float, *, seed: int = 0, portrait_seed: int = DEMO_PORTRAIT_SEED,
                 models: str | Path = MODELS_DIR, threads: int | None = 1) -> np.ndarray:
     """The demo's video (T, H, W, 3) uint8 for any driving `motion` (no file written): for measurements."""
+    from .engine.stream import StreamInputs
+    from .render_path import frames, prepare
+    from .render_plan import Length
+
     models = Path(models)
     with torch_threads(threads):
-        demo = load_demo(models / DEMO_MODEL.name, models / DEMO_CODEC.name)
-        return np.concatenate(list(_stream_frames(demo, motion, demo_latent_frames(seconds), seed, portrait_seed)))
-
-
-def mouth_series(video: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Mean absolute difference of each frame's box from frame 0's: (T,) — a measure of mouth motion."""
-    x0, y0, x1, y1 = box
-    crop = video[:, y0:y1, x0:x1].astype(np.float32)
-    return np.abs(crop - crop[:1]).mean(axis=(1, 2, 3))
+        model, info, codec = load_demo(models / DEMO_MODEL.name, models / DEMO_CODEC.name)
+        _, reference = demo_reference(codec, portrait_seed)
+        inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference,
+                              signals=(MotionSignal(motion),))
+        length = Length(video_frames_for(demo_latent_frames(seconds)), "frames")
+        plan = prepare(model, codec, info.stream_config(), inputs, fps=FPS, length=length, seed=seed)
+        return np.concatenate([piece.frames.numpy() for piece in frames(plan)])

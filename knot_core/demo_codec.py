@@ -20,10 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import LATENT_CHANNELS, VAE_STRIDE
+from .config import FRAMES_PER_LATENT, LATENT_CHANNELS
 from .errors import InputError
-
-FRAMES_PER_LATENT = VAE_STRIDE[0]
 
 
 @dataclass(frozen=True)
@@ -139,6 +137,19 @@ class StreamingDecoder:
 
     def reset(self) -> None:
         self.prev, self.latents_decoded, self.frames_decoded = None, 0, 0
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The stream's state as flat named tensors (a render's resume file): the previous latent and counters."""
+        out = {"counters": torch.tensor([self.latents_decoded, self.frames_decoded])}
+        if self.prev is not None:
+            out["prev"] = self.prev
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Restore what `state_tensors` saved; the next `decode` continues bit for bit."""
+        self.latents_decoded, self.frames_decoded = (int(v) for v in tensors["counters"])
+        prev = tensors.get("prev")
+        self.prev = None if prev is None else prev.to(self.codec.latent_mean.device)
 
     @torch.no_grad()
     def decode(self, latent: Tensor) -> Tensor:

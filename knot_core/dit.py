@@ -212,7 +212,10 @@ class KnotDiT(nn.Module):
         rows, cols = cfg.grid(height, width)
         # contiguous: every block then sees one residual layout (one compiled graph, row-major GEMMs)
         h = self.patch_embedding(x.to(self.dtype)).flatten(2).transpose(1, 2).float().contiguous()  # (B, F*S, dim)
-        e = self.time_embedding(sinusoidal_embedding(t, cfg.freq_dim).to(self.dtype)).float()  # (B, F, dim)
+        sinusoid = sinusoidal_embedding(t, cfg.freq_dim)  # float64
+        if t.dtype in (torch.bfloat16, torch.float16):  # a low-precision timestep gets its sinusoid in kind (LiveTalk)
+            sinusoid = sinusoid.to(t.dtype)
+        e = self.time_embedding(sinusoid.to(self.dtype)).float()  # (B, F, dim)
         e0 = self.time_projection(e.to(self.dtype)).float().unflatten(-1, (6, cfg.dim))  # (B, F, 6, dim)
         rope = frame_positions if isinstance(frame_positions, RopeTable) else \
             RopeTable(cfg, frame_positions, rows, cols, device=x.device)

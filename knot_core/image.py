@@ -87,6 +87,9 @@ def _as_bchw(image: Tensor | np.ndarray) -> Tensor:
         x = image.float() / 255.0
     elif image.dtype.is_floating_point:
         x = image.float()
+        if not torch.isfinite(x).all():
+            raise InputError("image holds NaN or infinite pixel values; give a finite image in 0..1 (check the node "
+                             "that made it)")
         lo, hi = float(x.min()), float(x.max())
         if lo < -1e-3 or hi > 1.0 + 1e-3:
             raise InputError(f"float image values span [{lo:.3g}, {hi:.3g}]; expected 0..1 "

@@ -10,11 +10,10 @@ a second full copy of the weights in host memory.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .adapters.registry import (  # noqa: F401  (re-exported: the registry's names before it had a module)
+    ADAPTER_REGISTRY,
+    KNOWN_ADAPTER_MODULES,
+    AdapterSpec,
+    adapter_spec,
+    register_adapter,
+)
 from .checkpoint_formats import KNOT_METADATA_KEY
 from .config import DiTConfig, StreamConfig
 from .errors import CheckpointError
@@ -32,35 +38,39 @@ FORMAT_VERSION = 1
 SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
                       torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
                       torch.uint8: "U8", torch.bool: "BOOL"}
-# Adapter modules that register themselves on import; looked up lazily so knot_core loads without them.
-KNOWN_ADAPTER_MODULES = {"avatar_audio": "knot_core.adapters.avatar_audio",
-                         "cross_attention": "knot_core.adapters.cross_attention"}
 
 
 @dataclass(frozen=True)
 class SamplerDefaults:
-    """Recommended sampling settings of a model: the chunk loop, output fps, and (height, width) in pixels."""
+    """Recommended sampling settings of a model: the chunk loop, output fps, (height, width) in pixels, and how
+    its audio front end aligns wav2vec2 rows to latents ("avatarforcing": a zero row first; "livetalk": the
+    first row repeated, rows at 16 fps)."""
 
     stream: StreamConfig
     fps: int = 16
     resolution: tuple[int, int] = (480, 832)
+    audio_alignment: str = "avatarforcing"
 
     def to_json(self) -> dict:
         return {**asdict(self.stream), "steps": list(self.stream.steps), "fps": self.fps,
-                "resolution": list(self.resolution)}
+                "resolution": list(self.resolution), "audio_alignment": self.audio_alignment}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SamplerDefaults:
         names = {f.name for f in fields(StreamConfig)}
-        stream = {k: (tuple(v) if k == "steps" else v) for k, v in data.items() if k in names}
-        return cls(StreamConfig(**stream), int(data.get("fps", 16)), tuple(data.get("resolution", (480, 832))))
+        stream = {k: (tuple(v) if k in ("steps", "first_chunk_steps") else v) for k, v in data.items() if k in names}
+        return cls(StreamConfig(**stream), int(data.get("fps", 16)), tuple(data.get("resolution", (480, 832))),
+                   str(data.get("audio_alignment", "avatarforcing")))
 
 
-# Recommendations per source format (FIELD_NOTES §1-3): Knot Forcing's c=3 + k=1 for the 33-channel
-# inpainting DiT (AvatarForcing trains 4-frame blocks = c + k, its steps/shift, 25 fps); each peer's own
-# strategy for the T2V students.
+# Recommendations per source format: each file runs the loop it was distilled for, with its authors'
+# published settings (engine/visibility.py states each loop). AvatarForcing: its windowed loop at 25 fps.
+# LongLive: window 6 + sink 3 + chunk 3 = its local_attn_size 12, the default model's absolute sink.
+# Self Forcing-family .pt files (Self Forcing, Rolling Forcing, CausVid) are saved by the same trainer
+# with the same keys, so the file cannot say which loop it was trained for: Self Forcing's is recommended
+# and a Rolling Forcing file needs strategy rolling_forcing (CLI --strategy, Knot Settings node).
 FORMAT_SAMPLERS: dict[str, SamplerDefaults] = {
-    "avatarforcing": SamplerDefaults(StreamConfig(chunk_len=3, knot_len=1, steps=(1000, 800, 400, 200)), fps=25),
+    "avatarforcing": SamplerDefaults(StreamConfig.for_strategy("avatar_forcing"), fps=25),
     "longlive": SamplerDefaults(StreamConfig.for_strategy("longlive")),
     "forcing_pt": SamplerDefaults(StreamConfig.for_strategy("self_forcing")),
     "comfyui": SamplerDefaults(StreamConfig.for_strategy("self_forcing")),
@@ -94,44 +104,18 @@ class ModelInfo:
     param_count: int = 0
     path: str = ""
     unattached: Mapping[str, Tensor] = field(default_factory=dict, repr=False)
-
-    @property
-    def expects_text(self) -> bool:
-        """Every Wan2.1 DiT is text-conditioned (umT5); without text it runs on zero embeddings."""
-        return True
+    loop: str = ""  # the model loop whose settings `sampler` holds ("" = the format's defaults)
+    loop_source: str = ""  # "detected" (named by the file), "chosen" (by the user), or "" (format default)
+    same_layout: tuple[str, ...] = ()  # loops of other public models with exactly this file layout
 
     def stream_config(self, **overrides) -> StreamConfig:
-        return self.sampler.stream.replace(**overrides) if overrides else self.sampler.stream
-
-
-@dataclass(frozen=True)
-class AdapterSpec:
-    """How to rebuild one adapter type: from a saved config, from a foreign file's shapes, and back."""
-
-    type: str
-    build: Callable[[Mapping[str, Any], DiTConfig], nn.Module]
-    config_from_shapes: Callable[[Mapping[str, Sequence[int]], DiTConfig], dict]
-    config_of: Callable[[nn.Module], dict]
-
-
-ADAPTER_REGISTRY: dict[str, AdapterSpec] = {}
-
-
-def register_adapter(spec: AdapterSpec, *, replace: bool = False) -> None:
-    """Called by adapter modules at import: `register_adapter(AdapterSpec("avatar_audio", ...))`."""
-    if spec.type in ADAPTER_REGISTRY and not replace:
-        raise ValueError(f"adapter type {spec.type!r} is already registered; pass replace=True to override")
-    ADAPTER_REGISTRY[spec.type] = spec
-
-
-def adapter_spec(type_name: str) -> AdapterSpec | None:
-    """The registered spec of an adapter type, importing its known module on first use; None if unavailable."""
-    if type_name not in ADAPTER_REGISTRY and type_name in KNOWN_ADAPTER_MODULES:
-        try:
-            importlib.import_module(KNOWN_ADAPTER_MODULES[type_name])
-        except ImportError as err:
-            log.debug("adapter module for %s not importable: %s", type_name, err)
-    return ADAPTER_REGISTRY.get(type_name)
+        """The recommended loop with the user's overrides. Choosing another strategy starts from that
+        strategy's published settings: the recommendation's window, sink and steps belong to its own loop."""
+        base = self.sampler.stream
+        strategy = overrides.get("strategy")
+        if strategy is not None and strategy != base.strategy:
+            return StreamConfig.for_strategy(strategy, **{k: v for k, v in overrides.items() if k != "strategy"})
+        return base.replace(**overrides) if overrides else base
 
 
 def metadata_json(config: DiTConfig, adapters: Sequence[AdapterRecord], sampler: SamplerDefaults,
@@ -216,7 +200,8 @@ def save_knot_model(model: nn.Module, path: str | Path, info: ModelInfo | None =
     the source description and any adapter weights whose class is not registered."""
     cfg: DiTConfig = model.cfg
     sampler = sampler or (info.sampler if info is not None else SamplerDefaults(StreamConfig()))
-    source = {"format": info.format, "lora_merged": info.lora_merged, "lora_scale": info.lora_scale} if info else {}
+    source = {"format": info.format, "lora_merged": info.lora_merged, "lora_scale": info.lora_scale,
+              "loop": info.loop, "loop_source": info.loop_source} if info else {}
     tensors = dict(model.state_dict())
     if info is not None:
         tensors.update(info.unattached)

@@ -14,7 +14,6 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 from torch import Tensor
@@ -126,18 +125,12 @@ def loudness_of(samples: np.ndarray, rate: int, fps: int = FPS) -> np.ndarray:
 
 
 def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Mono float32 samples in [-1, 1] and the sample rate of the first audio stream (PyAV)."""
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise InputError(f"{path} has no audio stream; give a speech file")
-            rate = container.streams.audio[0].rate
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            parts = [r.to_ndarray().reshape(-1) for f in container.decode(audio=0) for r in resampler.resample(f)]
-            parts += [r.to_ndarray().reshape(-1) for r in resampler.resample(None)]
-    except av.error.FFmpegError as err:
-        raise InputError(f"cannot decode audio from {path}: {err}") from err
-    return (np.concatenate(parts) if parts else np.zeros(1, np.float32)).astype(np.float32), int(rate)
+    """Mono float32 samples in [-1, 1] and the sample rate of the first audio stream (audio.load_audio, the
+    one decoder; channels averaged)."""
+    from .audio import load_audio
+
+    wave, rate = load_audio(path)  # (C, N)
+    return wave.mean(dim=0).numpy(), rate
 
 
 class SpeechMouth:

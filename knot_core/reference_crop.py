@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InputError
-from .image import FitMode, prepare_reference
+from .image import FitMode, prepare_reference, resolution_for
 
 MIN_REFERENCE_SIDE = 64  # pixels; below this there is no face to animate
+MAX_REFERENCE_SIDE = 8192  # pixels; the video is at most a few hundred pixels a side, a bigger photo only costs memory
 SKIN_CR, SKIN_CB = (133, 173), (77, 127)
 MIN_SKIN_FRACTION = 0.005
 
@@ -37,6 +38,9 @@ def check_reference_size(height: int, width: int) -> None:
     if min(height, width) < MIN_REFERENCE_SIDE:
         raise InputError(f"reference image is {width}x{height} px; a portrait needs at least {MIN_REFERENCE_SIDE} px "
                          "on each side (512 px or more recommended): give a larger, face-sized photo")
+    if max(height, width) > MAX_REFERENCE_SIDE:
+        raise InputError(f"reference image is {width}x{height} px; give at most {MAX_REFERENCE_SIDE} px on a side "
+                         "(the video is far smaller): resize the photo first")
 
 
 def _uint8_hwc(image: Tensor) -> np.ndarray:
@@ -104,6 +108,33 @@ def crop_window(image_h: int, image_w: int, height: int, width: int,
     top = int(np.clip(round(cy * image_h - ch / 2), 0, image_h - ch))
     left = int(np.clip(round(cx * image_w - cw / 2), 0, image_w - cw))
     return top, left, ch, cw
+
+
+def reference_size(image_h: int, image_w: int, resolution: tuple[int, int], height: int = 0,
+                   width: int = 0) -> tuple[int, int]:
+    """The video size for a photo: (height, width) if given, else the photo's aspect within the model's
+    recommended pixel area (`resolution` = (h, w)), sides on multiples of 16."""
+    if height and width:
+        return height, width
+    auto_h, auto_w = resolution_for(image_h, image_w, max_area=resolution[0] * resolution[1])
+    return height or auto_h, width or auto_w
+
+
+def frame_reference(codec, image: Tensor, height: int, width: int, framing: str = "crop",
+                    centre: tuple[float, float] = (0.5, 0.5), keep_mask: Tensor | None = None
+                    ) -> tuple[Tensor, Tensor | None]:
+    """The one reference policy of the node and the CLI: photo [B, H, W, 3] in 0..1 (the first is used) ->
+    (latent (1, 16, 1, h, w), keep-mask on the latent grid or None). face_crop centres on `face_centre`."""
+    from .vae import encode_image
+
+    photo, (ih, iw) = image[:1], tuple(image.shape[1:3])
+    if framing == "face_crop":
+        centre = face_centre(photo[0])
+    plan = plan_framing(ih, iw, height, width, framing, centre)
+    pixels = plan.apply(photo).to(device=codec.device, dtype=codec.dtype)  # (1, 3, 1, h, w)
+    latent = encode_image(codec, pixels).float()  # (1, 16, 1, h/8, w/8)
+    mask = None if keep_mask is None else frame_mask(keep_mask, (ih, iw), plan, tuple(latent.shape[-2:]))
+    return latent, mask
 
 
 def frame_mask(mask: Tensor, image_hw: tuple[int, int], framing: Framing, latent_hw: tuple[int, int]) -> Tensor:

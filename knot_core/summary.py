@@ -19,6 +19,13 @@ def _scaled(count: int) -> str:
     return f"{count / 1e9:.2f} B" if count >= 1e9 else f"{count / 1e6:.2f} M"
 
 
+def _sink_detail(s) -> str:
+    """Loop settings that only some strategies use, shown where they apply."""
+    parts = [f"sink_positions {s.sink_positions}"] if s.strategy == "longlive" else []
+    parts += [f"commit_window_len {s.commit_window_len}"] if s.commit_window_len else []
+    return "".join(f", {p}" for p in parts)
+
+
 def summary_lines(info: ModelInfo) -> list[tuple[str, str]]:
     """(label, text) rows describing the model."""
     cfg, s = info.config, info.sampler.stream
@@ -28,8 +35,9 @@ def summary_lines(info: ModelInfo) -> list[tuple[str, str]]:
         else "merged" if info.lora_merged else "none"
     patch = "x".join(map(str, cfg.patch_size))
     sampler = (f"strategy {s.strategy}, chunk_len {s.chunk_len}, knot_len {s.knot_len}, window_len {s.window_len}, "
-               f"sink_len {s.sink_len}, steps {','.join(map(str, s.steps))}, shift {s.shift:g}, "
-               f"fps {info.sampler.fps}, resolution {info.sampler.resolution[0]}x{info.sampler.resolution[1]}")
+               f"sink_len {s.sink_len}{_sink_detail(s)}, steps {','.join(map(str, s.steps))}, shift {s.shift:g}, "
+               f"fps {info.sampler.fps}, resolution {info.sampler.resolution[0]}x{info.sampler.resolution[1]}"
+               + _loop_details(info))
     return [
         ("file", info.path),
         ("format", f"{info.format}: {info.description}"),
@@ -42,8 +50,30 @@ def summary_lines(info: ModelInfo) -> list[tuple[str, str]]:
         ("lora", lora),
         ("parameters", f"{info.param_count:,} ({_scaled(info.param_count)})"),
         ("dtype", str(info.dtype).removeprefix("torch.")),
+        ("loop", _loop_line(info)),
         ("sampler", sampler),
     ]
+
+
+def _loop_details(info: ModelInfo) -> str:
+    """The settings a peer's loop changes from our defaults, only where they differ."""
+    s, parts = info.sampler.stream, []
+    if s.first_chunk_steps:
+        parts.append(f"first_chunk_steps {','.join(map(str, s.first_chunk_steps))}")
+    for name, default in (("timestep_dtype", "float32"), ("reference_pin", "noised")):
+        if getattr(s, name) != default:
+            parts.append(f"{name} {getattr(s, name)}")
+    if info.sampler.audio_alignment != "avatarforcing":
+        parts.append(f"audio_alignment {info.sampler.audio_alignment}")
+    return "".join(", " + p for p in parts)
+
+
+def _loop_line(info: ModelInfo) -> str:
+    how = {"detected": "named by the file", "chosen": "chosen by the user"}.get(info.loop_source, "")
+    text = f"{info.loop} ({how})" if info.loop and how else info.loop or "the format's defaults"
+    if info.same_layout and info.loop_source != "chosen":
+        text += f"; files of {', '.join(info.same_layout)} have this same layout: name one with loop= (--loop)"
+    return text
 
 
 def format_summary(info: ModelInfo) -> str:

@@ -10,13 +10,15 @@ Semantics follow the original exactly:
   every later latent 4 (1 + 4(T-1) in all). Here the layers' typed state makes any grouping give the same
   frames, so `StreamingDecoder` decodes chunk by chunk with memory flat in the stream's length.
 - latents are normalised per channel (Wan21): z = (μ − mean) / std; decode un-normalises first.
-`load_vae` reads either file (or a state dict, e.g. ComfyUI's VAE weights) strictly, under any key prefix.
+`load_vae` reads either file (or a state dict, e.g. ComfyUI's VAE weights) strictly, under any key prefix;
+`load_codec` also takes the TAEHV tiny autoencoders (knot_core.tiny_codec), told apart by their keys.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,16 +29,10 @@ from torch import Tensor, nn
 
 from .config import LATENT_CHANNELS
 from .errors import CheckpointError, ConfigError, InputError
+from .latent_norm import LATENT_MEAN, LATENT_STD, denormalize_latent, normalize_latent, widen  # noqa: F401
 from .vae_layers import CausalConv3d, CoderState, Decoder3d, Encoder3d, FrameCache, ResidualState, UpsampleState
 
 logger = logging.getLogger(__name__)
-
-LATENT_MEAN: tuple[float, ...] = (
-    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
-LATENT_STD: tuple[float, ...] = (
-    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
 
 DETECT_KEY = "decoder.middle.0.residual.0.gamma"  # present in every Wan VAE file, absent from DiT files
 
@@ -87,31 +83,6 @@ class VAEConfig:
         return 1 + (frames - 1) // self.temporal_stride
 
 
-def normalize_latent(mu: Tensor) -> Tensor:
-    """μ [B, 16, T, h, w] → the normalised latent the DiT works in: (μ − mean) / std, in float32 (or float64)."""
-    mean, std = _stats(mu)
-    return (_wide(mu) - mean) / std
-
-
-def denormalize_latent(z: Tensor) -> Tensor:
-    """Inverse of `normalize_latent`, in float32 (or float64)."""
-    mean, std = _stats(z)
-    return _wide(z) * std + mean
-
-
-def _wide(x: Tensor) -> Tensor:
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    if x.ndim != 5 or x.shape[1] != len(LATENT_MEAN):
-        raise InputError(f"latent shape {tuple(x.shape)}; expected [B, {len(LATENT_MEAN)}, T, h, w]")
-    dtype = torch.promote_types(x.dtype, torch.float32)
-    mean = torch.tensor(LATENT_MEAN, device=x.device, dtype=dtype).view(1, -1, 1, 1, 1)
-    std = torch.tensor(LATENT_STD, device=x.device, dtype=dtype).view(1, -1, 1, 1, 1)
-    return mean, std
-
-
 class WanVAE(nn.Module):
     """The Wan2.1 VAE (`encoder`, `conv1`, `conv2`, `decoder`, as in the checkpoint)."""
 
@@ -152,7 +123,7 @@ class WanVAE(nn.Module):
         # Frame 0 alone, then chunks of `stride` frames, as the original (its downsamplers need this grouping).
         chunks = [x[:, :, :1]] + [x[:, :, i:i + stride] for i in range(1, x.shape[2], stride)]
         mus = [self.conv1(self.encoder(c, state))[:, :self.config.z_dim] for c in chunks]  # each [B, 16, t, h, w]
-        return _wide(torch.cat(mus, dim=2))
+        return widen(torch.cat(mus, dim=2))
 
     def encode(self, video: Tensor) -> Tensor:
         """Video [B, 3, 1+4k, H, W] in [-1, 1] → normalised latent [B, 16, 1+k, H/8, W/8] (float32)."""
@@ -259,7 +230,7 @@ class StreamingDecoder:
     def decode(self, latent: Tensor) -> Tensor:
         self._check(latent)
         z = denormalize_latent(latent).to(device=self.vae.device, dtype=self.vae.dtype)
-        frames = _wide(self.vae.decoder(self.vae.conv2(z), self._state))  # [B, 3, t', 8h, 8w]
+        frames = widen(self.vae.decoder(self.vae.conv2(z), self._state))  # [B, 3, t', 8h, 8w]
         self.latents_decoded += latent.shape[2]
         self.frames_decoded += frames.shape[2]
         return frames.clamp_(-1.0, 1.0) if self.clamp else frames
@@ -313,6 +284,8 @@ _FOREIGN_FILES: tuple[tuple[str, str], ...] = (
     ("SelfAttention.q.weight", "a umT5 text encoder file"),
     ("feature_projection", "a wav2vec2 audio encoder file"),
     ("vision_model", "a CLIP vision encoder file"),
+    ("decoder.22.bias", "a TAEHV tiny autoencoder (taew2_1 / lighttaew2_1): load it with load_codec (the "
+                        "Knot Forcing VAE Loader node and --vae do)"),
 )
 
 
@@ -360,9 +333,13 @@ def _open_tensors(source: str | os.PathLike | Mapping[str, Tensor]) -> Iterator[
     if path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError as e:  # weights_only refused an object: nothing was executed
+            raise CheckpointError(f"{path.name} holds pickled Python objects besides tensors, so it was not loaded "
+                                  f"(unpickling can run arbitrary code); give a weights-only file. {VAE_FILE_HINT}") \
+                from e
         except (RuntimeError, OSError, EOFError, ValueError) as e:
-            raise CheckpointError(f"{path.name}: cannot be read as a torch checkpoint ({e}); it may be truncated "
-                                  f"or corrupt, download it again. {VAE_FILE_HINT}") from e
+            raise CheckpointError(f"{path.name}: cannot be read as a torch checkpoint ({type(e).__name__}); it may "
+                                  f"be truncated or corrupt, download it again. {VAE_FILE_HINT}") from e
         if not isinstance(state, Mapping):
             raise CheckpointError(f"{path.name}: holds a {type(state).__name__}, not a state dict; {VAE_FILE_HINT}")
         yield path.name, state
@@ -440,3 +417,15 @@ def load_vae(source: str | os.PathLike | Mapping[str, Tensor], *, dtype: torch.d
     logger.info("loaded Wan VAE from %s (dim %d, prefix %r, %d other tensors ignored)", name, config.dim, prefix,
                 ignored)
     return vae.eval().requires_grad_(False)
+
+
+def load_codec(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
+               device: str | torch.device = "cpu"):
+    """The codec a file holds, from its keys: the Wan2.1 VAE (`WanVAE`) or a TAEHV tiny autoencoder
+    (`tiny_codec.TinyCodec`: taew2_1, lighttaew2_1). Both meet pipeline.LatentCodec."""
+    from .checkpoints import open_checkpoint
+    from .tiny_codec import is_tiny_codec_file, load_tiny_codec
+
+    if Path(path).is_file() and is_tiny_codec_file(open_checkpoint(path, "a VAE").shapes):
+        return load_tiny_codec(path, dtype=dtype, device=device)
+    return load_vae(path, dtype=dtype, device=device)

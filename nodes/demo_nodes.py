@@ -21,6 +21,8 @@ class KnotForcingDemoModel:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_MODEL, KNOT_VAE, KNOT_REFERENCE, "IMAGE")
     RETURN_NAMES = ("model", "vae", "reference", "portrait")
+    OUTPUT_TOOLTIPS = ("The demo DiT: to the Streaming Sampler.", "Its codec (goes in any vae socket).",
+                       "The portrait's reference: to the Streaming Sampler.", "The portrait as an IMAGE, to look at.")
     FUNCTION = "load"
 
     @classmethod
@@ -42,7 +44,7 @@ class KnotForcingDemoModel:
         image = torch.from_numpy(render(portrait, DrivingFrame(), DEMO_SIZE)).float()[None] / 255  # (1, H, W, 3)
         reference = Reference(latent, DEMO_SIZE, DEMO_SIZE)
         # one thread: at 128 wide, OpenMP hand-offs cost more than the math (1.5 s vs 87 s for 10 s of video)
-        return (LoadedModel(model, info, threads=1), codec, reference, image)
+        return (LoadedModel(model, info, threads=1, takes_text=False), codec, reference, image)
 
 
 class KnotForcingMotionSignal(SignalNode):

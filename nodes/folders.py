@@ -1,4 +1,4 @@
-"""Which files a node may read: only files inside the host's own folders, checked by name and by resolved path.
+"""Which files a node may read or write: only inside the host's own folders, checked by name and by resolved path.
 
 The pack's security rule: a node reads a file only from ComfyUI's input folder or from a model folder.
 A name is refused before any file-system access when it is empty, absolute, has a '..' or hidden ('.x')
@@ -7,17 +7,22 @@ followed) and must be a regular file that stays inside the resolved folder. Ever
 same message whether or not something exists at that name, so an answer tells nothing about the
 server's files (no existence oracle), and no message quotes a file's content.
 
+Output names (filename_prefix) follow the same spirit: relative, no '..', no hidden part, no control
+character, a length every file system takes, and a folder that resolves inside the output folder.
+
 The command line and the Python API read any path their user gives; only the nodes come through here.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from knot_core.errors import InputError
 
 NAME_SHOWN = 80  # characters of a refused name quoted back; the rest is cut
+PREFIX_MAX = 120  # characters of filename_prefix: sub-folders plus a name, far inside every file system's limits
 
 
 def safe_name(name: object) -> bool:
@@ -71,3 +76,39 @@ def input_path(folder: Path, name: object, extensions: tuple[str, ...], what: st
     if path is None or not path.name.lower().endswith(extensions):
         raise refusal(what, name, f"ComfyUI's input folder ({', '.join(extensions)})")
     return path
+
+
+def prefix_problem(prefix: str) -> str | None:
+    """What is wrong with a filename_prefix (already stripped, '\\' read as '/'), or None."""
+    parts = prefix.split("/")  # not PurePosixPath: it drops '.' parts, and '.' alone would be a hidden file
+    if any(ord(c) < 32 or c == "\x7f" for c in prefix):
+        return "holds a control character (NUL, newline, tab)"
+    if prefix.startswith("/") or PureWindowsPath(prefix).drive or ".." in parts or prefix.startswith("~"):
+        return "points outside the output folder"
+    if any(part.startswith(".") for part in parts):
+        return "would make a hidden file or folder (a part starts with '.')"
+    if prefix.endswith("/"):
+        return "ends with '/' and names no file"
+    if len(prefix) > PREFIX_MAX:
+        return f"is {len(prefix)} characters long; at most {PREFIX_MAX} are allowed"
+    return None
+
+
+def next_free_file(folder: Path, prefix: str, extension: str) -> tuple[Path, str]:
+    """folder/<prefix>_00001.<ext> with the first unused counter; the prefix may hold sub-folders."""
+    prefix = prefix.strip().replace("\\", "/") or "KnotForcing"
+    problem = prefix_problem(prefix)
+    if problem is not None:
+        shown = prefix[:NAME_SHOWN] + ("..." if len(prefix) > NAME_SHOWN else "")
+        raise InputError(f"filename_prefix {shown!r} {problem}; use a relative name such as 'KnotForcing' or "
+                         "'portraits/take'")
+    sub, _, stem = prefix.rpartition("/")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / sub
+    if not target.resolve().is_relative_to(folder.resolve()):  # a link in the output folder that points out of it
+        raise InputError(f"filename_prefix {prefix!r} points outside the output folder (through a link); use "
+                         "another sub-folder")
+    target.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(re.escape(stem) + r"_(\d{5})\." + re.escape(extension) + "$")
+    used = [int(m.group(1)) for p in target.iterdir() if (m := pattern.match(p.name))]
+    return target / f"{stem}_{max(used, default=0) + 1:05d}.{extension}", sub

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,15 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from knot_core.errors import InputError
-
-from .folders import input_path, list_files, safe_name
+from .folders import input_path, list_files, next_free_file, safe_name
 
 log = logging.getLogger(__name__)
 
 MODEL_EXTENSIONS = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 KNOT_FOLDER = "knot_forcing"  # our own model folder, registered next to ComfyUI's
-PREVIEW_MAX_SIZE = 512
 
 
 class RenderInterrupted(Exception):
@@ -62,7 +58,7 @@ class StandaloneHost:
         """Only a name the host lists for the folder; the folder's owner may have linked files into it."""
         if not safe_name(name) or name not in self.list_models(folder):
             return None
-        return next(root / name for root in self._roots(folder) if (root / name).is_file())
+        return next((root / name for root in self._roots(folder) if (root / name).is_file()), None)
 
     def input_dir(self) -> Path:
         """The folder user files are read from: $KNOTFORCING_INPUT_DIR, default ./input."""
@@ -105,6 +101,11 @@ class StandaloneHost:
         if self._interrupt.is_set():
             self._interrupt.clear()
             raise RenderInterrupted("render interrupted")
+
+    @property
+    def interrupt_errors(self) -> tuple[type[BaseException], ...]:
+        """The exceptions that mean 'the user cancelled' (ComfyUI's progress hook raises its own)."""
+        return (RenderInterrupted,)
 
     def send(self, event: str, data: dict) -> None:
         log.debug("event %s: %s", event, {k: v for k, v in data.items() if k != "frames"})
@@ -178,12 +179,16 @@ class ComfyHost(StandaloneHost):
 
         mm.throw_exception_if_processing_interrupted()
 
+    @property
+    def interrupt_errors(self) -> tuple[type[BaseException], ...]:
+        import comfy.model_management as mm
+
+        return (RenderInterrupted, mm.InterruptProcessingException)
+
     def send(self, event: str, data: dict) -> None:
         from server import PromptServer
 
-        server = getattr(PromptServer, "instance", None)
-        if server is not None:
-            server.send_sync(event, data)
+        send_to_client(getattr(PromptServer, "instance", None), event, data)
 
     def video_output(self, path: Path) -> Any:
         try:
@@ -193,8 +198,23 @@ class ComfyHost(StandaloneHost):
         return VideoFromFile(str(path))
 
 
+def send_to_client(server: Any, event: str, data: dict) -> None:
+    """An event to the client that queued the running prompt only, as core sends its own progress.
+
+    ComfyUI keeps that client's id on the server while the prompt runs (`server.client_id`, from the
+    /prompt request); a prompt queued without one has no client to show anything to, so nothing is sent.
+    Never broadcast: other users of the server must not see this render or its file name.
+    """
+    client = getattr(server, "client_id", None)
+    if server is not None and client is not None:
+        server.send_sync(event, data, client)
+
+
 class Progress:
-    """Per-chunk progress; a preview frame [H, W, 3] uint8 goes with each update when the host shows one."""
+    """Per-chunk progress. The chunk's last frame [H, W, 3] uint8 comes along (test hosts keep it), but the
+    host's bar gets no image: the pack's own widget plays the chunks, and a host preview image would show
+    a second, upscaled preview and then stay in front of the finished video (the frontend draws a node's
+    preview images before its outputs)."""
 
     def __init__(self, total: int, node_id: str | None, bar: Any) -> None:
         self.total, self.node_id, self.bar = total, node_id, bar
@@ -202,28 +222,8 @@ class Progress:
 
     def update(self, done: int, preview: np.ndarray | None = None) -> None:
         self.updates.append(done)
-        if self.bar is None:
-            return
-        image = None
-        if preview is not None:
-            from PIL import Image  # ComfyUI ships Pillow; only needed inside the host
-
-            image = ("JPEG", Image.fromarray(preview), PREVIEW_MAX_SIZE)
-        self.bar.update_absolute(done, self.total, image)
-
-
-def next_free_file(folder: Path, prefix: str, extension: str) -> tuple[Path, str]:
-    """folder/<prefix>_00001.<ext> with the first unused counter; the prefix may hold sub-folders."""
-    prefix = prefix.strip().replace("\\", "/") or "KnotForcing"
-    if prefix.startswith("/") or ".." in prefix.split("/"):
-        raise InputError(f"filename_prefix {prefix!r} points outside the output folder; use a relative name such "
-                         "as 'KnotForcing' or 'portraits/take'")
-    sub, _, stem = prefix.rpartition("/")
-    target = folder / sub
-    target.mkdir(parents=True, exist_ok=True)
-    pattern = re.compile(re.escape(stem) + r"_(\d{5})\." + re.escape(extension) + "$")
-    used = [int(m.group(1)) for p in target.iterdir() if (m := pattern.match(p.name))]
-    return target / f"{stem}_{max(used, default=0) + 1:05d}.{extension}", sub
+        if self.bar is not None:
+            self.bar.update_absolute(done, self.total)
 
 
 _lock = threading.Lock()

@@ -6,10 +6,10 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-
 from knot_core.compilation import COMPILE_MODES
+from knot_core.config import DTYPES
 from knot_core.errors import CheckpointError, InputError
+from knot_core.model_loops import LOOPS
 
 from .host import KNOT_FOLDER, host
 from .types import CATEGORY, KNOT_MODEL, KNOT_REFERENCE, KNOT_VAE, LoadedModel, Reference
@@ -17,8 +17,8 @@ from .types import CATEGORY, KNOT_MODEL, KNOT_REFERENCE, KNOT_VAE, LoadedModel, 
 log = logging.getLogger(__name__)
 
 MODEL_FOLDERS = (KNOT_FOLDER, "diffusion_models")
-DTYPES = ("bf16", "fp16", "fp32")
-VAE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+VAE_DTYPES = {name: DTYPES[name] for name in ("fp32", "bf16", "fp16")}  # fp32 first: the exact default
+VAE_APPROX = "vae_approx"  # ComfyUI's folder of tiny decoders (its live previews read lighttaew2_1 there)
 
 
 def _model_names() -> list[str]:
@@ -41,51 +41,72 @@ class KnotForcingModelLoader:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_MODEL,)
     RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The DiT and its recommended settings: to Encode Reference and the Streaming Sampler.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "model_name": (_model_names(), {"tooltip": "From models/knot_forcing or models/diffusion_models. The "
-                                                       "format is read from the tensors, never the file name."}),
+                                                       "format is read from the tensors, never the file name. The "
+                                                       "workflow's Note says where each file comes from; "
+                                                       "AvatarForcing and pose weights have no public download."}),
             "dtype": (list(DTYPES), {"default": "bf16", "tooltip": "Weight precision; bf16 on GPUs, fp32 on CPU."}),
         }, "optional": {
             "compile": (list(COMPILE_MODES), {"default": "none", "tooltip": (
                 "torch.compile the DiT blocks: faster chunks once the first ones have compiled (a minute or "
                 "so). Needs Triton on a GPU, a C++ compiler on the CPU.")}),
+            "loop": (["auto", *LOOPS], {"default": "auto", "tooltip": (
+                "Which public model's own loop to recommend. auto: what the file names (LiveTalk's layout, "
+                "ComfyUI's causal_ar file = Causal Forcing frame-wise). Causal Forcing .pt files look exactly like "
+                "Self Forcing's: pick causal_forcing_* for them.")}),
         }}
 
-    def load(self, model_name: str, dtype: str, compile: str = "none"):
+    def load(self, model_name: str, dtype: str, compile: str = "none", loop: str = "auto"):
         from knot_core.checkpoints import load_dit
         from knot_core.compilation import check_compile, compile_model
         from knot_core.summary import format_summary
 
         check_compile(compile, host().torch_device())
         model, info = load_dit(_find(MODEL_FOLDERS, model_name, "model file"), dtype=dtype,
-                               device=host().torch_device())
+                               device=host().torch_device(), loop=None if loop == "auto" else loop)
         compile_model(model, compile)
         return {"ui": {"text": [format_summary(info)]}, "result": (LoadedModel(model, info),)}
 
 
+def _vae_names() -> list[str]:
+    """models/vae files, then the Wan 2.1 tiny decoders in models/vae_approx (whose names say their latents)."""
+    from knot_core.tiny_codec import TINY_NAME_FRAGMENTS
+
+    tiny = [n for n in host().list_models(VAE_APPROX) if any(f in Path(n).name.lower() for f in TINY_NAME_FRAGMENTS)]
+    return list(host().list_models("vae")) + sorted(set(tiny) - set(host().list_models("vae")))
+
+
 class KnotForcingVAELoader:
-    DESCRIPTION = "Loads the Wan2.1 VAE (wan_2.1_vae.safetensors or Wan2.1_VAE.pth) for encoding and streaming decode."
+    DESCRIPTION = ("Loads the Wan2.1 VAE (wan_2.1_vae.safetensors or Wan2.1_VAE.pth) for encoding and streaming "
+                   "decode, or a tiny decoder from models/vae_approx (taew2_1, lighttaew2_1): several times faster, "
+                   "lower quality; the same frame count, so the audio stays in sync.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_VAE,)
     RETURN_NAMES = ("vae",)
+    OUTPUT_TOOLTIPS = ("The Wan2.1 VAE: to Encode Reference and the Streaming Sampler.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae_name": (host().list_models("vae"), {"tooltip": "From models/vae: wan_2.1_vae.safetensors."}),
+            "vae_name": (_vae_names(), {"tooltip": "From models/vae: wan_2.1_vae.safetensors "
+                                                   "(Comfy-Org/Wan_2.1_ComfyUI_repackaged); or from "
+                                                   "models/vae_approx: taew2_1 / lighttaew2_1 (keep the published "
+                                                   "name: it says which latents the file decodes)."}),
             "dtype": (list(VAE_DTYPES), {"default": "fp32", "tooltip": "fp32 is exact; bf16 halves its memory."}),
         }}
 
     def load(self, vae_name: str, dtype: str):
-        from knot_core.vae import load_vae
+        from knot_core.vae import load_codec
 
-        return (load_vae(_find(("vae",), vae_name, "VAE file"), dtype=VAE_DTYPES[dtype],
-                         device=host().torch_device()),)
+        return (load_codec(_find(("vae", VAE_APPROX), vae_name, "VAE file"), dtype=VAE_DTYPES[dtype],
+                           device=host().torch_device()),)
 
 
 class KnotForcingVAEFromComfy:
@@ -93,13 +114,14 @@ class KnotForcingVAEFromComfy:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_VAE,)
     RETURN_NAMES = ("vae",)
+    OUTPUT_TOOLTIPS = ("The same weights as the pack's VAE: to Encode Reference and the Streaming Sampler.",)
     FUNCTION = "convert"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "vae": ("VAE", {"tooltip": "Output of the core Load VAE node with wan_2.1_vae.safetensors."}),
-            "dtype": (list(VAE_DTYPES), {"default": "fp32"}),
+            "dtype": (list(VAE_DTYPES), {"default": "fp32", "tooltip": "fp32 is exact; bf16 halves its memory."}),
         }}
 
     def convert(self, vae, dtype: str):
@@ -121,6 +143,7 @@ class KnotForcingEncodeReference:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_REFERENCE,)
     RETURN_NAMES = ("reference",)
+    OUTPUT_TOOLTIPS = ("The photo's latent at the video size: to the Streaming Sampler's reference.",)
     FUNCTION = "encode"
 
     @classmethod
@@ -132,9 +155,11 @@ class KnotForcingEncodeReference:
         centre = {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Crop centre for 'crop' (0..1)."}
         return {"required": {
             "model": (KNOT_MODEL, {"tooltip": "Sets the working resolution (its recommended area)."}),
-            "vae": (KNOT_VAE,),
+            "vae": (KNOT_VAE, {"tooltip": "Encodes the photo (Knot Forcing VAE Loader, or the Demo Model's vae)."}),
             "image": ("IMAGE", {"tooltip": "A face-sized portrait (>= 64 px; 512 px or more recommended)."}),
-            "framing": (list(FRAMING_MODES), {"default": "crop"}),
+            "framing": (list(FRAMING_MODES), {"default": "crop", "tooltip": (
+                "crop: around center_x/y; face_crop: around a skin-colour guess of the face; pad: fit and extend "
+                "the edges; stretch: resize.")}),
             "width": ("INT", size), "height": ("INT", size),
             "center_x": ("FLOAT", centre), "center_y": ("FLOAT", centre),
         }, "optional": {
@@ -144,23 +169,14 @@ class KnotForcingEncodeReference:
 
     def encode(self, model: LoadedModel, vae, image, framing: str, width: int, height: int, center_x: float,
                center_y: float, keep_mask=None):
-        from knot_core.image import resolution_for
-        from knot_core.reference_crop import face_centre, frame_mask, plan_framing
-        from knot_core.vae import encode_image
+        from knot_core.reference_crop import frame_reference, reference_size
 
         if image is None or image.ndim != 4 or image.shape[0] < 1:
             raise InputError("no reference image: connect a Load Image node (IMAGE [B, H, W, 3]) to 'image'")
         if image.shape[0] > 1:
             log.warning("the reference batch has %d images; using the first", image.shape[0])
-        photo, (ih, iw) = image[:1], image.shape[1:3]
-        rh, rw = model.info.sampler.resolution
-        auto_h, auto_w = resolution_for(ih, iw, max_area=rh * rw)
-        h, w = height or auto_h, width or auto_w
-        centre = face_centre(photo[0]) if framing == "face_crop" else (center_y, center_x)
-        plan = plan_framing(ih, iw, h, w, framing, centre)
-        pixels = plan.apply(photo).to(device=vae.device, dtype=vae.dtype)  # (1, 3, 1, h, w)
-        latent = encode_image(vae, pixels).float()  # (1, 16, 1, h/8, w/8)
-        mask = None if keep_mask is None else frame_mask(keep_mask, (ih, iw), plan, tuple(latent.shape[-2:]))
+        h, w = reference_size(image.shape[1], image.shape[2], model.info.sampler.resolution, height, width)
+        latent, mask = frame_reference(vae, image, h, w, framing, (center_y, center_x), keep_mask)
         return (Reference(latent, h, w, mask),)
 
 
@@ -170,6 +186,7 @@ class KnotForcingNoReference:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_REFERENCE,)
     RETURN_NAMES = ("reference",)
+    OUTPUT_TOOLTIPS = ("The video size only: to the Streaming Sampler's reference (text-driven models).",)
     FUNCTION = "make"
 
     @classmethod

@@ -1,8 +1,10 @@
-"""What the sampler reports per chunk: progress with a preview frame, a websocket event, kept frames.
+"""What the sampler reports per chunk: progress, a websocket event, kept frames; and how the render ended.
 
 The event `knotforcing.chunk` carries a few small base64 JPEG frames of the chunk and its place
-in the stream; web/knotforcing.js plays them inside the sampler node. Frames are kept for the
-IMAGE output only when the whole video fits under the node's max_image_frames.
+in the stream; web/knotforcing.js plays them inside the sampler node. `knotforcing.done` always
+ends a render, finished, cancelled or failed, with the file and its frame count, so the node never
+stays on a stale chunk. Both go only to the client that queued the prompt (host.send). Frames are
+kept for the IMAGE output only when the whole video fits under the node's max_image_frames.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class ChunkReporter:
                  keep_frames: bool) -> None:
         self.host, self.node_id, self.fps, self.knot_len = host, node_id, fps, knot_len
         self.progress = host.progress(chunks, node_id)
-        self.chunks, self.done = chunks, 0
+        self.chunks, self.done, self.frames = chunks, 0, 0  # frames: handed over, so already in the file
         self.kept: list[Tensor] | None = [] if keep_frames else None
         self.last: Tensor | None = None
         self.started = time.perf_counter()
@@ -54,11 +56,11 @@ class ChunkReporter:
         if frames.shape[0] == 0:
             return
         self.done += 1
+        self.frames += int(frames.shape[0])
         self.last = frames[-1:]
         if self.kept is not None:
             self.kept.append(frames)
         rgb = frames.numpy()
-        self.progress.update(self.done, rgb[-1])
         pick = np.linspace(0, len(rgb) - 1, min(len(rgb), EVENT_MAX_FRAMES)).round().astype(int)
         elapsed = time.perf_counter() - self.started
         self.host.send(EVENT_CHUNK, {
@@ -70,6 +72,16 @@ class ChunkReporter:
             "preview_stride": float(len(rgb)) / len(pick),
             "frames": [jpeg_base64(rgb[i]) for i in pick],
         })
+        self.progress.update(self.done, rgb[-1])  # after the event: ComfyUI's progress hook may raise the interrupt
+
+    def finish(self, filename: str, subfolder: str, ended: str, frames: int | None = None) -> None:
+        """The done event: ended is 'done', 'cancelled' or 'failed'; frames default to those written so far."""
+        frames = self.frames if frames is None else frames
+        shown = f"{subfolder}/{filename}" if subfolder else filename
+        text = f"done: {frames} frames in {shown}" if ended == "done" else f"{ended} — {frames} frames kept in {shown}"
+        self.host.send(EVENT_DONE, {"node": self.node_id, "filename": filename, "subfolder": subfolder,
+                                    "type": "output", "frames": frames, "ended": ended,
+                                    "interrupted": ended != "done", "text": text})
 
     def images(self) -> Tensor:
         """IMAGE [T, H, W, 3] float 0..1: every frame when kept, else the last frame only."""

@@ -11,7 +11,6 @@ from knot_core.errors import InputError
 from .host import host
 from .types import CATEGORY, KNOT_AUDIO_ENCODER, KNOT_SIGNAL, Signals
 
-END_POLICIES = ("stop", "continue")
 FPS = {"default": 25.0, "min": 1.0, "max": 120.0, "step": 1.0,
        "tooltip": "Video frame rate the signal is aligned to; the render uses it (AvatarForcing: 25)."}
 END = {"default": "stop", "tooltip": "stop: the signal ends the video (or errors if too short); continue: run on "
@@ -20,21 +19,21 @@ CHAIN = {"tooltip": "Another signal node's output, to drive with several signals
 EXPRESSION_EXTENSIONS = (".csv", ".json")
 
 
+def _end_policy() -> tuple:
+    from knot_core.signals.base import END_POLICIES  # at INPUT_TYPES time: the pack itself imports no signal code
+
+    return list(END_POLICIES), END
+
+
 def _chain(signals: Signals | None, signal, audio=None) -> tuple[Signals]:
     return ((signals or Signals()).add(signal, audio),)
 
 
 def mux_audio(audio: dict) -> tuple:
-    """ComfyUI AUDIO -> (waveform [C<=2, N], rate) the MP4 writer accepts (AAC rates; >2 channels downmixed)."""
-    from knot_core.audio import audio_from_comfy, resample
-    from knot_core.video_writer import AAC_SAMPLE_RATES
+    """ComfyUI AUDIO -> (waveform [C<=2, N], rate) as knot_core muxes every front end's audio."""
+    from knot_core.audio import audio_for_mux, audio_from_comfy
 
-    wave, rate = audio_from_comfy(audio)  # [C, N]
-    if wave.shape[0] > 2:
-        wave = wave.mean(0, keepdim=True)
-    if rate not in AAC_SAMPLE_RATES:
-        wave, rate = resample(wave, rate, 48000), 48000
-    return wave.float(), int(rate)
+    return audio_for_mux(*audio_from_comfy(audio))
 
 
 class SignalNode:
@@ -43,6 +42,7 @@ class SignalNode:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_SIGNAL,)
     RETURN_NAMES = ("signals",)
+    OUTPUT_TOOLTIPS = ("The driving signals so far: to the Streaming Sampler, or to another signal node to add one.",)
     FUNCTION = "build"
 
 
@@ -51,12 +51,14 @@ class KnotForcingAudioEncoderLoader:
     CATEGORY = CATEGORY
     RETURN_TYPES = (KNOT_AUDIO_ENCODER,)
     RETURN_NAMES = ("audio_encoder",)
+    OUTPUT_TOOLTIPS = ("wav2vec2: to the Audio Signal.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"encoder_name": (host().list_models("audio_encoders"), {
-            "tooltip": "e.g. wav2vec2-base-960h/model.safetensors (config.json beside it is used if present)."})}}
+            "tooltip": "wav2vec2-base-960h/model.safetensors from facebook/wav2vec2-base-960h (config.json beside "
+                       "it is used if present)."})}}
 
     def load(self, encoder_name: str):
         from knot_core.signals import Wav2Vec2Features, load_wav2vec2
@@ -76,14 +78,18 @@ class KnotForcingAudioSignal(SignalNode):
     def INPUT_TYPES(cls):
         return {"required": {
             "audio": ("AUDIO", {"tooltip": "From the core Load Audio node."}),
-            "audio_encoder": (KNOT_AUDIO_ENCODER,),
-            "fps": ("FLOAT", FPS), "end_policy": (list(END_POLICIES), END),
-        }, "optional": {"signals": (KNOT_SIGNAL, CHAIN)}}
+            "audio_encoder": (KNOT_AUDIO_ENCODER, {"tooltip": "From the Knot Forcing wav2vec2 Loader."}),
+            "fps": ("FLOAT", FPS), "end_policy": _end_policy(),
+        }, "optional": {"signals": (KNOT_SIGNAL, CHAIN), "alignment": (["avatarforcing", "livetalk"], {
+            "default": "avatarforcing", "tooltip": "The model's audio front end: avatarforcing (25 fps, a zero row "
+                                                   "for latent 0) or livetalk (16 fps, latent 0 = frame 0 x4). The "
+                                                   "Model Loader shows its model's audio_alignment."})}}
 
-    def build(self, audio, audio_encoder, fps: float, end_policy: str, signals: Signals | None = None):
+    def build(self, audio, audio_encoder, fps: float, end_policy: str, signals: Signals | None = None,
+              alignment: str = "avatarforcing"):
         from knot_core.signals import AudioSignal
 
-        signal = AudioSignal.from_comfy(audio, audio_encoder, fps=fps, end_policy=end_policy)
+        signal = AudioSignal.from_comfy(audio, audio_encoder, fps=fps, end_policy=end_policy, alignment=alignment)
         return _chain(signals, signal, mux_audio(audio))
 
 
@@ -94,7 +100,7 @@ class KnotForcingPoseSignal(SignalNode):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "fps": ("FLOAT", FPS), "end_policy": (list(END_POLICIES), END),
+            "fps": ("FLOAT", FPS), "end_policy": _end_policy(),
             "max_people": ("INT", {"default": 1, "min": 1, "max": 8, "tooltip": "Largest people kept per frame."}),
             "smooth_sigma": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.5,
                                        "tooltip": "Temporal Gaussian smoothing of keypoints, in frames (0 = off)."}),
@@ -132,7 +138,7 @@ class KnotForcingExpressionSignal(SignalNode):
                            "to refresh this list. Files anywhere else are never read."}),
             "source_fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 240.0, "step": 1.0,
                                      "tooltip": "Rate of the file's rows; 0 = from the file (Live Link Face: 60)."}),
-            "fps": ("FLOAT", FPS), "end_policy": (list(END_POLICIES), END),
+            "fps": ("FLOAT", FPS), "end_policy": _end_policy(),
         }, "optional": {"signals": (KNOT_SIGNAL, CHAIN)}}
 
     def build(self, file: str, source_fps: float, fps: float, end_policy: str, signals: Signals | None = None):

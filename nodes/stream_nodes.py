@@ -1,27 +1,36 @@
-"""The Streaming Sampler: inputs -> knot_core.pipeline.render_to_file -> an MP4 written chunk by chunk."""
+"""The Streaming Sampler: sockets -> knot_core.render_path (prepare, stream, decode) -> an MP4, chunk by chunk."""
 
 from __future__ import annotations
 
 import logging
-from fractions import Fraction
 
 from knot_core.errors import InputError
+from knot_core.render_plan import LENGTH_UNITS
 
 from .host import host
-from .preview import EVENT_DONE, ChunkReporter
-from .types import CATEGORY, KNOT_MODEL, KNOT_REFERENCE, KNOT_SETTINGS, KNOT_SIGNAL, KNOT_VAE, KnotSettings, Signals
+from .preview import ChunkReporter
+from .types import (
+    CATEGORY,
+    KNOT_MODEL,
+    KNOT_REFERENCE,
+    KNOT_SETTINGS,
+    KNOT_SIGNAL,
+    KNOT_VAE,
+    KnotSettings,
+    LoadedModel,
+    Signals,
+)
 
 log = logging.getLogger(__name__)
 
-LENGTH_UNITS = ("seconds", "frames", "signal")
 
-
-def text_embedding(conditioning, info):
+def text_embedding(conditioning, model: LoadedModel):
     """CONDITIONING [[tensor [1, L, dim], {...}], ...] -> [1, L, dim] checked against the model (None: none)."""
     from knot_core.checkpoints import check_text
 
+    info = model.info
     if conditioning is None:
-        return check_text(info, None)
+        return check_text(info, None) if model.takes_text else None  # check_text warns about the missing prompt
     try:
         text = conditioning[0][0]
     except (TypeError, IndexError, KeyError) as err:
@@ -36,14 +45,19 @@ class KnotForcingStreamingSampler:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("STRING", "VIDEO", "IMAGE")
     RETURN_NAMES = ("path", "video", "images")
+    OUTPUT_TOOLTIPS = ("The MP4's path on the server.", "The MP4 as a VIDEO, for the core video nodes.",
+                       "Every frame as IMAGE up to max_image_frames; else the last frame only.")
     OUTPUT_NODE = True
     FUNCTION = "render"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (KNOT_MODEL,), "vae": (KNOT_VAE,), "reference": (KNOT_REFERENCE,),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "control_after_generate": True}),
+            "model": (KNOT_MODEL, {"tooltip": "From the Model Loader (or the Demo Model)."}),
+            "vae": (KNOT_VAE, {"tooltip": "Decodes each chunk as it is made (the Wan2.1 VAE, or the demo codec)."}),
+            "reference": (KNOT_REFERENCE, {"tooltip": "Encode Reference (a photo) or No Reference (a size)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "control_after_generate": True,
+                             "tooltip": "Seeds the noise; the same seed and inputs give the same video."}),
             "length": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 1e6, "step": 0.5,
                                  "tooltip": "In length_unit; ignored for 'signal'."}),
             "length_unit": (list(LENGTH_UNITS), {"default": "seconds",
@@ -62,36 +76,32 @@ class KnotForcingStreamingSampler:
     def render(self, model, vae, reference, seed: int, length: float, length_unit: str, filename_prefix: str,
                max_image_frames: int, settings: KnotSettings | None = None, text=None, signals: Signals | None = None,
                unique_id: str | None = None):
-        from knot_core.demo import torch_threads
-        from knot_core.engine.stream import StreamInputs, validate_inputs
-        from knot_core.pipeline import render_to_file
-        from knot_core.render_plan import check_vae_pair, chunks_for, plan_frames, preflight_signals
+        from knot_core.engine.stream import StreamInputs
+        from knot_core.file_sink import FileOutput, write_file
+        from knot_core.render_path import prepare, torch_threads
+        from knot_core.render_plan import Length
 
         if reference is None:
             raise InputError("no reference: connect Encode Reference (a portrait photo) to 'reference'")
         h, signals = host(), signals or Signals()
         cfg = (settings or KnotSettings()).resolve(model.info.stream_config())
-        fps = signals.fps or model.info.sampler.fps
-        inputs = StreamInputs(reference.latent_size, reference.latent, text_embedding(text, model.info),
+        inputs = StreamInputs(reference.latent_size, reference.latent, text_embedding(text, model),
                               reference.keep_mask, signals.items)
-        frames = plan_frames(cfg, fps, length, length_unit, signals.available_latent_frames())
-        check_vae_pair(model.info.config.out_dim, vae.z_dim)
-        validate_inputs(model.model, cfg, inputs)
-        preflight_signals(model.model, signals.items, model.model.patch_embedding.weight.device)
+        plan = prepare(model.model, vae, cfg, inputs, fps=signals.fps or model.info.sampler.fps,
+                       length=Length(length, length_unit), seed=seed, audio=signals.audio)
+        frames = plan.num_frames
         path, subfolder = h.output_file(filename_prefix, "mp4")
-        report = ChunkReporter(h, unique_id, chunks=chunks_for(cfg, frames), fps=fps, knot_len=cfg.knot_len,
+        report = ChunkReporter(h, unique_id, chunks=plan.chunks, fps=float(plan.fps), knot_len=cfg.knot_len,
                                keep_frames=frames <= max_image_frames)
-        audio, rate = signals.audio or (None, None)
         try:
             with torch_threads(model.threads):
-                result = render_to_file(model.model, cfg, inputs, vae, path,
-                                        fps=Fraction(fps).limit_denominator(1001), num_frames=frames, seed=seed,
-                                        audio=audio, sample_rate=rate,
-                                        should_stop=h.interrupted, on_chunk=report)
+                result = write_file(plan, FileOutput(path), should_stop=h.interrupted, on_chunk=report)
+        except BaseException as exc:  # the node must not stay on a stale chunk: say how it ended, and where the file is
+            report.finish(path.name, subfolder, "cancelled" if isinstance(exc, h.interrupt_errors) else "failed")
+            raise
         finally:
             h.free_memory()  # the stream's caches are gone; give their memory back to the host
-        h.send(EVENT_DONE, {"node": unique_id, "filename": path.name, "subfolder": subfolder, "frames": result.frames,
-                            "interrupted": result.interrupted})
+        report.finish(path.name, subfolder, "cancelled" if result.interrupted else "done", result.frames)
         if result.interrupted:
             h.raise_if_interrupted()
         return {"ui": _ui(result, path, subfolder, frames, report.kept is not None),

@@ -7,7 +7,8 @@ number of renders.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from knot_core.config import VAE_STRIDE, StreamConfig
@@ -34,6 +35,7 @@ class LoadedModel:
     model: KnotDiT
     info: ModelInfo
     threads: int | None = None  # CPU intra-op threads to render with (None: the host's setting)
+    takes_text: bool = True  # False: trained without a prompt (the demo), so running without text is no warning
 
 
 @dataclass(frozen=True)
@@ -53,27 +55,19 @@ class Reference:
 
 
 @dataclass(frozen=True)
-class RunningAhead:
-    """The running-ahead fields of StreamConfig (paper: n_init, s)."""
-
-    running_ahead: bool
-    ahead_init: int
-    ahead_step: int
-
-
-@dataclass(frozen=True)
 class KnotSettings:
-    """What the settings nodes chose; the rest comes from the model's recommended StreamConfig."""
+    """What the settings nodes chose: overrides (StreamConfig field names) laid over the loaded model's
+    recommended StreamConfig, so every recommendation not overridden stays (as the CLI's flags and
+    RenderJob.settings do)."""
 
-    stream: StreamConfig | None = None  # from Knot Settings
-    ahead: RunningAhead | None = None  # from Running Ahead
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
-    def resolve(self, default: StreamConfig) -> StreamConfig:
+    def resolve(self, recommended: StreamConfig) -> StreamConfig:
         """The StreamConfig a render uses (raises ConfigError on an invalid combination)."""
-        cfg = self.stream or default
-        if self.ahead is not None:
-            cfg = cfg.replace(**{f.name: getattr(self.ahead, f.name) for f in fields(self.ahead)})
-        return cfg
+        return recommended.with_settings(self.overrides)
+
+    def add(self, **overrides: Any) -> KnotSettings:
+        return KnotSettings({**self.overrides, **overrides})
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,12 @@ Each predict/commit builds one full sequence holding every frame the forward dep
 transitively (the reference or sink copies at the positions they had, the committed chunks
 in the window, their own contexts...), with absolute positions and an explicit attention
 mask, and runs the DiT once over it. The visibility rules are restated here from the method
-(window = committed frames in [max(i - L, sink), i), anchor at n or the sink before the
-window), independently of StreamKV's layout, its sliding window and rotate-at-read.
+(window = committed frames in [max(i - L, sink), i); the anchor at n (the engine's running-ahead
+index, tested on its own in test_stream.py), or the sink: just before the window (LongLive
+"infinity", Rolling Forcing's denoise pass) or at its absolute frames 0..S-1 (LongLive's default
+model, as its causal_model.py ropes cached keys at absolute indices)), independently of
+StreamKV's layout, its sliding window and rotate-at-read. Rolling and AvatarForcing loops have
+their own whole-loop reference (reference_rolling.py).
 """
 
 from __future__ import annotations
@@ -36,17 +40,18 @@ class ReferenceMemory:
         self.next_id = 1
 
     # the chunk loop's interface -------------------------------------------------------
-    def anchor_reference(self, x_in: Tensor, t: Tensor) -> None:
-        self.segments[self.REF] = Segment(x_in, t, [0], [])
+    def anchor_reference(self, x_in: Tensor, t: Tensor, driving=None) -> None:
+        self.segments[self.REF] = Segment(x_in, t, [0], [], driving)
 
-    def predict(self, x_in, t, first_frame, anchor_position, driving):
+    def predict(self, x_in, t, first_frame, visible, driving):
         query = Segment(x_in, t, list(range(first_frame, first_frame + x_in.shape[2])),
-                        self._rule(first_frame, anchor_position), driving)
-        return self._run(query)
+                        self._rule(first_frame, visible.anchor_position), driving)
+        return self.run(query)
 
-    def commit(self, x_in, t, first_frame, anchor_position, driving):
+    def commit(self, x_in, t, first_frame, visible, driving):
         frames = list(range(first_frame, first_frame + x_in.shape[2]))
-        self.segments[self.next_id] = Segment(x_in, t, frames, self._rule(first_frame, anchor_position), driving)
+        self.segments[self.next_id] = Segment(x_in, t, frames, self._rule(first_frame, visible.anchor_position),
+                                              driving)
         self.next_id += 1
 
     # the rules --------------------------------------------------------------------------
@@ -56,18 +61,21 @@ class ReferenceMemory:
                 for f in seg.frames:
                     yield sid, f
 
-    def _rule(self, i: int, anchor_position: int | None) -> list[tuple[int, int, list[int]]]:
+    def _rule(self, i: int, ref_position: int | None) -> list[tuple[int, int, list[int]]]:
+        """(segment, position delta, frames seen) for a forward at i; delta = where the frames sit - where
+        they were made. ref_position: the knot reference's index n (the engine's running-ahead rule)."""
         cfg, ctx = self.cfg, []
         sink = 0 if cfg.uses_reference_anchor else cfg.sink_len
-        if cfg.uses_reference_anchor and anchor_position is not None:
-            ctx.append((self.REF, anchor_position, [0]))
-        elif sink and anchor_position is not None:
+        lo = max(i - cfg.window_len, sink)
+        if cfg.uses_reference_anchor and ref_position is not None:
+            ctx.append((self.REF, ref_position, [0]))
+        elif sink:
+            shift = 0 if cfg.sink_positions == "absolute" else lo - sink  # sink frames 0..S-1 sit at shift..
             by_seg: dict[int, list[int]] = {}
             for sid, f in self._committed_frames():
                 if f < sink:
                     by_seg.setdefault(sid, []).append(f)
-            ctx += [(sid, anchor_position, fs) for sid, fs in by_seg.items()]
-        lo = max(i - cfg.window_len, sink)
+            ctx += [(sid, shift, fs) for sid, fs in by_seg.items()]
         by_seg = {}
         for sid, f in self._committed_frames():
             if lo <= f < i:
@@ -76,7 +84,8 @@ class ReferenceMemory:
         return ctx
 
     # one full forward -----------------------------------------------------------------------
-    def _run(self, query: Segment) -> Tensor:
+    def run(self, query: Segment) -> Tensor:
+        """One full forward of `query` over the stored segments it depends on, transitively."""
         nodes: dict[tuple[int, int], int] = {}  # (segment id, delta) -> node index
         order: list[tuple[Segment, int]] = []
         edges: list[list[tuple[int, list[int]]]] = []

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from knot_core import model_file
+from knot_core.adapters import registry
 from knot_core.checkpoint_formats import detect_format, infer_config, map_keys
 from knot_core.checkpoints import check_text, describe_dit, load_dit, load_text_embedding, save_knot_model
-from knot_core.config import PRESETS
+from knot_core.config import PRESETS, StreamConfig
 from knot_core.dit import KnotDiT
 from knot_core.driving import DrivingAdapter
 from knot_core.errors import CheckpointError
@@ -122,13 +122,13 @@ TINY_AUDIO_SPEC = AdapterSpec(
 
 @pytest.fixture
 def no_adapters(monkeypatch):
-    monkeypatch.setattr(model_file, "ADAPTER_REGISTRY", {})
-    monkeypatch.setattr(model_file, "KNOWN_ADAPTER_MODULES", {})
+    monkeypatch.setattr(registry, "ADAPTER_REGISTRY", {})
+    monkeypatch.setattr(registry, "KNOWN_ADAPTER_MODULES", {})
 
 
 @pytest.fixture
 def audio_registered(monkeypatch):
-    monkeypatch.setattr(model_file, "ADAPTER_REGISTRY", {"avatar_audio": TINY_AUDIO_SPEC})
+    monkeypatch.setattr(registry, "ADAPTER_REGISTRY", {"avatar_audio": TINY_AUDIO_SPEC})
 
 
 def avatar_state(m: KnotDiT, lora, audio: TinyAudioAdapter) -> dict[str, torch.Tensor]:
@@ -171,6 +171,10 @@ def test_forcing_pt_prefers_ema_and_strips_fsdp_segments(tmp_path):
     loaded, info = load_dit(tmp_path / "self_forcing.pt", dtype=torch.float32, **TINY)
     assert info.format == "forcing_pt" and info.sampler.stream.strategy == "self_forcing"
     assert torch.equal(run(loaded), run(ema))
+    # a Rolling Forcing file has the same layout: choosing its loop gives Rolling Forcing's settings
+    rolling = info.stream_config(strategy="rolling_forcing")
+    assert rolling == StreamConfig.for_strategy("rolling_forcing") and rolling.commit_window_len == 18
+    assert info.stream_config(window_len=5) == info.sampler.stream.replace(window_len=5)
 
 
 @pytest.mark.parametrize("packing", ["separate_bare", "same_file_section"])
@@ -206,6 +210,9 @@ def test_avatarforcing_merges_peft_at_half_and_attaches_audio(tmp_path, audio_re
     merged, info = load_dit(tmp_path / "model.pt", dtype=torch.float32, **TINY)
     assert (info.format, info.config.cond_layout, info.config.in_dim) == ("avatarforcing", "noise_ref_mask", 33)
     assert info.lora_scale == 0.5 and info.sampler.fps == 25
+    loop = info.sampler.stream  # AvatarForcing's own windowed loop, not Knot Forcing
+    assert (loop.strategy, loop.chunk_len, loop.window_len) == ("avatar_forcing", 4, 2)
+    assert loop.steps == (1000, 800, 400, 200)
     assert [(a.name, a.config) for a in info.adapters] == [("avatar_audio", audio.config)]
     torch.testing.assert_close(merged.driving["avatar_audio"].audio_cond_projs[2].weight,
                                audio.audio_cond_projs[2].weight, rtol=0, atol=0)

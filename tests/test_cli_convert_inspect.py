@@ -54,7 +54,9 @@ def test_inspect_prints_the_model(tmp_path, capsys):
     assert lines["lora"].strip() == "merged (scale alpha/r = 1)"
     assert lines["parameters"].strip() == "147,200 (0.15 M)"
     assert lines["dtype"].strip() == "bfloat16"
-    assert lines["sampler"].strip().startswith("strategy longlive, chunk_len 3, knot_len 0, window_len 9, sink_len 3")
+    # LongLive's published local_attn_size 12 = sink 3 + window 6 + chunk 3, the default model's absolute sink
+    assert lines["sampler"].strip().startswith("strategy longlive, chunk_len 3, knot_len 0, window_len 6, sink_len 3, "
+                                               "sink_positions absolute, steps 1000,750,500,250, shift 5")
     assert main(["inspect", str(base), "--num-heads", "2"]) == 0
     text = capsys.readouterr().out
     assert "format:       forcing_pt:" in text and "lora:         none" in text and "dtype:        float32" in text

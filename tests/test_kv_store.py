@@ -92,6 +92,41 @@ def test_context_is_rotated_once_per_chunk_into_one_contiguous_slice():
         view.keys_values(0, torch.randn(1, 3 * S, 2, D), torch.randn(1, 3 * S, 2, D))
 
 
+def test_partial_views_see_a_window_tail_or_no_sink_and_commits_still_land_in_the_store():
+    kv = _kv(anchor=2, window=4, forward=2)
+    for start in range(0, 12, 2):
+        _commit(kv, [start, start + 1], anchor_position=0, sink_len=2)
+    assert (kv.anchor_filled, kv.window_frames) == (2, [8, 9, 10, 11])
+    sink_k, sink_v = _frames_kv([0, 1], 1)
+    tail_k, tail_v = _frames_kv([10, 11], 1)
+    own_k, own_v = torch.randn(1, 2 * S, 2, D), torch.randn(1, 2 * S, 2, D)
+    # sink + a window tail (Rolling Forcing's denoise pass): gathered, sink re-indexed to 8..9
+    view = CacheView(kv, anchor_position=8, base=12, rope=_rope, window_from=10)
+    assert not view.in_place
+    k, v = view.keys_values(1, own_k, own_v)
+    torch.testing.assert_close(k, torch.cat([_rope((-4, -3, -2, -1)).rotate(torch.cat([sink_k, tail_k], 1)),
+                                             own_k], 1), atol=1e-6, rtol=0)
+    assert torch.equal(v, torch.cat([sink_v, tail_v, own_v], 1))
+    # the window without the sink (its clean pass, once the sink left its window): read in place from slot 2
+    view = CacheView(kv, anchor_position=None, base=12, rope=_rope).committing([12, 13])
+    assert view.in_place and view.offset == 2 * S
+    for layer in range(2):
+        k, v = _frames_kv([12, 13], layer)
+        view.write(layer, k, v)
+        ks, vs = view.keys_values(layer, k, v)
+        assert ks.shape[1] == vs.shape[1] == 6 * S and torch.equal(vs[:, 4 * S:], v)
+    view.finish_commit(2)
+    assert _stored(kv) == ([0, 1, 10, 11, 12, 13], True)
+    # a gathered commit view still writes its frames' K and V into the store
+    view = CacheView(kv, anchor_position=0, base=14, rope=_rope, window_from=13).committing([14, 15])
+    for layer in range(2):
+        k, v = _frames_kv([14, 15], layer)
+        view.write(layer, k, v)
+        view.keys_values(layer, k, v)
+    view.finish_commit(2)
+    assert _stored(kv) == ([0, 1, 12, 13, 14, 15], True)
+
+
 def test_state_tensors_restore_the_cache_exactly():
     kv = _kv(anchor=2, window=4)
     for start in range(0, 12, 2):

@@ -56,3 +56,17 @@ def test_interrupt_leaves_a_playable_file_with_the_finished_chunks(tmp_path):
                          on_chunk=seen.append, should_stop=lambda: len(seen) == 2)
     assert out.interrupted and out.chunks == 2
     assert count_frames(tmp_path / "b.mp4") == 9 + 12 == out.frames
+
+
+def test_avatar_forcing_render_starts_with_the_reference_frame_and_counts_match(tmp_path):
+    """AvatarForcing's video is [reference latent | blocks of 4]: 1 + 16 frames, then 16 per chunk."""
+    model, vae, _, inputs = _parts()
+    cfg = StreamConfig.for_strategy("avatar_forcing", steps=(1000, 500))
+    pieces = list(frame_stream(model, cfg, inputs, start_stream(model, cfg, inputs, seed=1), StreamingDecoder(vae),
+                               num_frames=49))
+    assert [p.frames.shape[0] for p in pieces] == [17, 16, 16]
+    with torch.no_grad():
+        first = frames_from_decoder(vae.decode(inputs.reference))  # the reference alone decodes to one frame
+    assert torch.equal(pieces[0].frames[:1], first)
+    out = render_to_file(model, cfg, inputs, vae, tmp_path / "af.mp4", fps=25, num_frames=40)
+    assert (out.frames, out.chunks) == (40, 3) and probe(tmp_path / "af.mp4").frames == 40

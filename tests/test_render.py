@@ -32,13 +32,13 @@ def frames_in_state(path: Path) -> int:
 
 
 def write_tiny_files(folder: Path) -> dict[str, Path]:
-    """A tiny KnotDiT (33-channel layout, 2 steps, 16 fps, 32x32), a tiny Wan VAE and a 48x48 photo."""
+    """A tiny KnotDiT (33-channel layout, 2 steps, 16 fps, 32x32), a tiny Wan VAE and a 64x64 photo."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     sampler = SamplerDefaults(StreamConfig(steps=(1000, 500)), fps=16, resolution=(32, 32))
     save_knot_model(KnotDiT(PRESETS["tiny-noise-ref-mask"]), folder / "model.safetensors", sampler=sampler)
     save_file(WanVAE(VAEConfig.tiny()).state_dict(), str(folder / "vae.safetensors"))
-    photo = (np.random.default_rng(0).random((48, 48, 3)) * 255).astype(np.uint8)
+    photo = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)  # the 64 px minimum
     cv2.imwrite(str(folder / "ref.png"), photo)
     return {"reference": folder / "ref.png", "model": folder / "model.safetensors", "vae": folder / "vae.safetensors"}
 

@@ -50,10 +50,17 @@ def _asked_by_generate(cfg: StreamConfig, chunks: int) -> int:
     StreamConfig(chunk_len=2, knot_len=1, steps=(1000,)),
     StreamConfig.for_strategy("self_forcing", chunk_len=3, steps=(1000, 500)),
     StreamConfig.for_strategy("rolling_forcing", chunk_len=2, steps=(1000, 750, 500)),
-], ids=["knot_c3k1", "knot_c2k1", "self_forcing", "rolling"])
+    StreamConfig.for_strategy("avatar_forcing", steps=(1000, 500)),
+], ids=["knot_c3k1", "knot_c2k1", "self_forcing", "rolling", "avatar"])
 def test_latent_frames_asked_matches_the_stream_loop(cfg):
     for chunks in (1, 3):
         assert latent_frames_asked(cfg, chunks) == _asked_by_generate(cfg, chunks)
+
+
+def test_avatar_forcing_chunks_cover_the_video_with_the_reference_as_latent_0():
+    cfg = StreamConfig.for_strategy("avatar_forcing")  # 1 + 4n latents after n chunks
+    assert [chunks_for(cfg, f) for f in (1, 17, 18, 33, 34)] == [1, 1, 2, 2, 3]  # 1 frame: still one chunk
+    assert frames_until_signal_end(cfg, 1 + 4 * 6, 25) == video_frames_for(1 + 4 * 3)  # 3 blocks + 3 in flight
 
 
 def test_frame_counts():

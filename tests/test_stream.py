@@ -134,7 +134,10 @@ save_file({{"out": torch.cat(out, dim=2)}}, {out_path!r})
 """
 
 
-@pytest.mark.parametrize("strategy, overrides", [("knot", {}), ("rolling_forcing", {"knot_len": 0, "sink_len": 3})])
+@pytest.mark.parametrize("strategy, overrides", [
+    ("knot", {}), ("rolling_forcing", {"knot_len": 0, "sink_len": 3}),
+    ("rolling_forcing", {"knot_len": 0, "sink_len": 3, "window_len": 2, "commit_window_len": 7}),
+    ("avatar_forcing", {"knot_len": 0, "chunk_len": 4, "window_len": 2, "steps": (1000, 800, 400, 200)})])
 def test_save_restore_in_new_process_continues_exactly(tmp_path, strategy, overrides):
     from safetensors.torch import load_file
     model, inp = tiny(), inputs()

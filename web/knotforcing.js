@@ -1,7 +1,9 @@
 // Knot Forcing live preview: plays the chunks of a render inside the Streaming Sampler node as they arrive.
 //
 // The sampler sends `knotforcing.chunk` websocket events (a few small base64 JPEG frames per chunk, the
-// chunk index, its knot boundary, the reference index n and the running fps) and `knotforcing.done`.
+// chunk index, its knot boundary, the reference index n and the running fps) and `knotforcing.done`
+// (finished, cancelled or failed, with the file). A finished render plays in the node through the host's
+// own video output; a cancelled or failed one has no output, so this widget plays the file it kept.
 // This extension adds one DOM widget to KnotForcingStreamingSampler nodes; it patches no other node or
 // extension, and ignores events it cannot use (missing fields, unknown nodes, an older frontend).
 import { app } from "../../scripts/app.js";
@@ -26,12 +28,13 @@ class Preview {
     // fixed height: the strip below must stay visible whatever size the node is given
     Object.assign(this.image.style, { width: "100%", height: "120px", objectFit: "contain", background: "#111",
       flex: "0 0 auto" });
-    this.image.alt = "Knot Forcing preview";
+    this.image.style.display = "none"; // until the first frame: an <img> without a source draws a broken icon
     this.strip = document.createElement("div");
     Object.assign(this.strip.style, { font: "11px monospace", color: "#ccc", whiteSpace: "pre", overflow: "hidden",
       flex: "0 0 auto", minHeight: "14px" }); // never shrunk away by the flex column
     this.root.appendChild(this.strip); // above the image: nothing the host draws below the widget can cover it
     this.root.appendChild(this.image);
+    this.video = null; // the kept file of a cancelled render
     this.queue = [];
     this.timer = null;
     this.interval = 1000 / 16;
@@ -42,6 +45,8 @@ class Preview {
   reset() {
     this.queue = [];
     this.boundaries = [];
+    this.video?.remove();
+    this.video = null;
   }
 
   onChunk(detail) {
@@ -61,8 +66,23 @@ class Preview {
 
   onDone(detail) {
     const frames = number(detail.frames, null);
-    const state = detail.interrupted ? "interrupted" : "done";
-    this.strip.textContent = `${state}: ${frames ?? "?"} frames -> ${detail.filename ?? "file"}`;
+    const fallback = `${detail.interrupted ? "cancelled" : "done"}: ${frames ?? "?"} frames`;
+    this.strip.textContent = typeof detail.text === "string" ? detail.text : fallback;
+    if (detail.interrupted && typeof detail.filename === "string" && frames) this.showFile(detail);
+  }
+
+  showFile(detail) {
+    // the kept file, from the output folder through the host's /view route (as its video nodes load theirs)
+    const query = new URLSearchParams({ filename: detail.filename, subfolder: String(detail.subfolder ?? ""),
+      type: "output" });
+    this.stop();
+    this.image.style.display = "none";
+    this.video?.remove();
+    this.video = document.createElement("video");
+    Object.assign(this.video, { controls: true, loop: true, muted: true, autoplay: true });
+    Object.assign(this.video.style, { width: "100%", height: "120px", background: "#111", flex: "0 0 auto" });
+    this.video.src = typeof api.apiURL === "function" ? api.apiURL(`/view?${query}`) : `/view?${query}`;
+    this.root.appendChild(this.video);
   }
 
   showStrip(detail) {
@@ -86,6 +106,7 @@ class Preview {
         return;
       }
       this.image.src = next;
+      this.image.style.display = "";
       this.timer = setTimeout(step, this.interval);
     };
     step();

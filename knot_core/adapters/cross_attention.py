@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..driving import DrivingAdapter
 from ..errors import InputError
-from ..model_file import AdapterSpec, register_adapter
+from .registry import AdapterSpec, register_adapter
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,13 @@ class StreamKV:
         self.k_rot = torch.zeros(shape, dtype=dtype, device=device)
         self.anchor_filled = 0
         self.window_frames: list[int] = []
+        self._scratch_v: Tensor | None = None
+
+    def scratch_v(self) -> Tensor:
+        """Values gathered for a view that sees part of the store (allocated on first use, then reused)."""
+        if self._scratch_v is None:
+            self._scratch_v = torch.zeros_like(self.v)
+        return self._scratch_v
 
     @property
     def num_layers(self) -> int:
@@ -95,20 +102,36 @@ class StreamKV:
 
 
 class CacheView:
-    """What one chunk's forwards attend to besides themselves: the filled anchor and the window,
-    rotated to the chunk's positions (relative to `base`, its first frame) when a layer first
-    reads them. All forwards of the chunk share it; `committing` marks the commit pass.
+    """What one forward attends to besides itself: the visible anchor and window frames, rotated
+    to their positions (relative to `base`, the forward's first frame) when a layer first reads
+    them. All denoising forwards of a chunk share one view; `committing` marks a commit pass.
+
+    By default everything stored is visible and the context is the store's own prefix. A view
+    can see less (a tail of the window, part or none of the anchor: Rolling Forcing's passes);
+    if what it sees is still one run of slots ending where the store ends, it reads the store in
+    place from that run, otherwise it gathers the visible values into `StreamKV.scratch_v`.
     """
 
     def __init__(self, kv: StreamKV, anchor_position: int | None, base: int,
-                 rope: Callable[[tuple[int, ...]], RopeTable], commit_frames: list[int] | None = None):
-        """rope(positions) -> the RopeTable of frames at those positions (relative to base)."""
+                 rope: Callable[[tuple[int, ...]], RopeTable], commit_frames: list[int] | None = None, *,
+                 window_from: int | None = None, anchor_from: int = 0):
+        """rope(positions) -> the RopeTable of frames at those positions (relative to base).
+        anchor_position: where anchor frame `anchor_from` sits (None: the anchor is not seen);
+        window_from: the oldest window frame seen (None: all)."""
         self.kv, self.commit_frames = kv, commit_frames
-        anchor = ()
-        if kv.anchor_filled:
-            assert anchor_position is not None, "a filled anchor needs its position"
-            anchor = tuple(range(anchor_position - base, anchor_position - base + kv.anchor_filled))
-        self.context_rope = rope(anchor + tuple(f - base for f in kv.window_frames))
+        anchor = range(anchor_from, kv.anchor_filled) if anchor_position is not None else range(0)
+        window = [(j, f) for j, f in enumerate(kv.window_frames) if window_from is None or f >= window_from]
+        positions = tuple(anchor_position - anchor_from + a - base for a in anchor) + tuple(f - base for _, f in window)
+        self.slots = [*anchor, *(kv.anchor_frames + j for j, _ in window)]  # store frame slots seen, in order
+        self.end = kv.anchor_filled + len(kv.window_frames)  # store slot where a commit pass's frames go
+        first = self.slots[0] if self.slots else self.end
+        self.in_place = self.slots == list(range(first, self.end))
+        self.offset = first * kv.tokens_per_frame if self.in_place else 0  # where the context starts in k_rot / v
+        self.values = kv.v if self.in_place else kv.scratch_v()
+        s = kv.tokens_per_frame  # token rows of the seen slots, for gathering (one index for every layer)
+        self.rows = None if self.in_place else torch.tensor([j * s + r for j in self.slots for r in range(s)],
+                                                            device=kv.k.device)
+        self.context_rope = rope(positions)
         self.context_tokens = self.context_rope.num_tokens
         self.filled_layers = [False] * kv.num_layers  # shared with `committing` views: same context
 
@@ -119,23 +142,34 @@ class CacheView:
         return view
 
     def write(self, layer: int, k: Tensor, v: Tensor) -> None:
-        """A commit pass keeps its frames' un-rotated keys (values go in by `keys_values`)."""
+        """A commit pass keeps its frames' un-rotated keys where the store ends (and its values, when
+        the view reads gathered values; in place, `keys_values` puts them there)."""
         if self.commit_frames is not None:
-            n = self.context_tokens
-            self.kv.k[layer, :, n:n + k.shape[1]] = k
+            at = self.end * self.kv.tokens_per_frame
+            self.kv.k[layer, :, at:at + k.shape[1]] = k
+            if not self.in_place:
+                self.kv.v[layer, :, at:at + v.shape[1]] = v
 
     def keys_values(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """k (rotated), v: the forward's own (B, S, heads, d) -> K, V of [context | own]."""
-        kv, n, s = self.kv, self.context_tokens, k.shape[1]
-        if n + s > kv.k.shape[2]:
+        kv, o, n, s = self.kv, self.offset, self.context_tokens, k.shape[1]
+        if o + n + s > kv.k.shape[2]:
             raise ValueError(f"a forward of {s} tokens after {n} context tokens overflows the K/V buffers "
                              f"({kv.k.shape[2]} tokens): size them for the largest forward")
         if not self.filled_layers[layer]:
-            self.context_rope.rotate(kv.k[layer, :, :n], out=kv.k_rot[layer, :, :n])
+            self._fill(layer)
             self.filled_layers[layer] = True
-        kv.k_rot[layer, :, n:n + s] = k
-        kv.v[layer, :, n:n + s] = v
-        return kv.k_rot[layer, :, :n + s], kv.v[layer, :, :n + s]
+        kv.k_rot[layer, :, o + n:o + n + s] = k
+        self.values[layer, :, o + n:o + n + s] = v
+        return kv.k_rot[layer, :, o:o + n + s], self.values[layer, :, o:o + n + s]
+
+    def _fill(self, layer: int) -> None:
+        kv, o, n = self.kv, self.offset, self.context_tokens
+        if self.in_place:
+            self.context_rope.rotate(kv.k[layer, :, o:o + n], out=kv.k_rot[layer, :, o:o + n])
+            return
+        self.context_rope.rotate(kv.k[layer].index_select(1, self.rows), out=kv.k_rot[layer, :, :n])
+        self.values[layer, :, :n] = kv.v[layer].index_select(1, self.rows)
 
     def finish_commit(self, sink_len: int) -> None:
         self.kv.commit(self.commit_frames, sink_len)

@@ -1,9 +1,12 @@
-"""Few-step flow-matching schedule and the running-ahead / anchor position rules.
+"""Few-step flow-matching schedule and the running-ahead rule for the reference index.
 
 Flow matching (Wan2.1, Self Forcing): the model predicts v, x0 = x_t - sigma*v, and the next
 level is reached by re-noising (1 - sigma')*x0 + sigma'*eps with fresh eps. Sigmas are
 linspace(1, 0, 1001)[:-1] shifted by sigma_s = shift*sigma / (1 + (shift-1)*sigma); a
 denoising step s in [1, 1000] maps to the scheduler's timestep at index 1000 - s ("warp").
+The tables are built in float32 (`torch.linspace`'s default dtype, as every peer's
+FlowMatchScheduler does) and only then widened, so the warped timesteps are the values the
+checkpoints were trained with (952.38104 at step 800, not 952.38095).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ NUM_TRAIN_TIMESTEPS = 1000
 
 class FlowSchedule:
     def __init__(self, shift: float):
-        sigmas = torch.linspace(1.0, 0.0, NUM_TRAIN_TIMESTEPS + 1, dtype=torch.float64)[:-1]
-        self.sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)  # (1000,)
-        self.timesteps = self.sigmas * NUM_TRAIN_TIMESTEPS
+        sigmas = torch.linspace(1.0, 0.0, NUM_TRAIN_TIMESTEPS + 1, dtype=torch.float32)[:-1]
+        sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)  # (1000,) float32, as the peers build it
+        self.sigmas = sigmas.double()  # widened only after every rounding the peers do
+        self.timesteps = (sigmas * NUM_TRAIN_TIMESTEPS).double()
 
     def warp(self, step: int) -> float:
         """Denoising step (e.g. 750) -> the model's timestep (e.g. 937.5 with shift 5); 0 stays 0."""
@@ -58,16 +62,3 @@ def advance_reference(cfg: StreamConfig, first_frame: int, ref_index: int) -> in
     while cfg.running_ahead and first_frame + cfg.span > ref_index:
         ref_index += cfg.ahead_step
     return ref_index
-
-
-def anchor_position(cfg: StreamConfig, first_frame: int, ref_index: int) -> int | None:
-    """Temporal index of the anchor's first frame for a forward starting at first_frame.
-
-    knot: the reference at n. longlive / rolling_forcing: the frame sink, re-indexed to sit
-    just before the oldest visible window frame, so positions never grow with the stream.
-    """
-    if cfg.uses_reference_anchor:
-        return ref_index
-    if cfg.sink_len:
-        return max(first_frame - cfg.window_len, cfg.sink_len) - cfg.sink_len
-    return None

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..config import StreamConfig
 from ..errors import InputError
+from .memory import Memory
 from .noise import NoiseSource
 
 STATE_FORMAT = "knot_forcing.stream_state.v1"
@@ -24,7 +25,7 @@ STATE_FORMAT = "knot_forcing.stream_state.v1"
 
 @dataclass
 class StreamState:
-    memory: object  # CachedMemory (or a test's reference memory)
+    memory: Memory  # CachedMemory (or a test's reference memory)
     noise: NoiseSource
     ref_index: int
     next_frame: int = 0  # first latent frame of the next chunk

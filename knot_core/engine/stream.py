@@ -7,28 +7,31 @@ generate() is an endless iterator; each step yields the committed latent frames 
   4. fuse the overlap, keep the last k predicted frames as the next knot (never output/cached);
   5. clean pass over the c committed frames writes their K/V into the sliding window;
   6. yield the c latents and a status record.
-rolling_forcing replaces 3-4 by one joint forward over a window of chunks at staggered levels.
+rolling_forcing and avatar_forcing replace 3-4 by one joint forward over a window of chunks at
+staggered levels. AvatarForcing's reference is latent 0 of its video: its anchor pass gets latent
+0's driving signal and the first chunk is output after it. Who sees what: visibility.py.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from ..config import LATENT_CHANNELS, StreamConfig
 from ..dit import KnotDiT
-from ..driving import encode_driving, slice_driving
+from ..driving import encode_driving
 from ..errors import InputError
 from .conditioning import chunk_known, model_input, reference_known
 from .memory import CachedMemory
 from .noise import NoiseSource
-from .sampler import commit_chunk, denoise_chunk, rolling_step, start_noise
-from .schedule import FlowSchedule, advance_reference, anchor_position
+from .sampler import ChunkContext, commit_chunk, denoise_chunk, rolling_step, start_noise
+from .schedule import FlowSchedule, advance_reference
 from .state import StreamState
+from .visibility import commit_visible, denoise_visible
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ def validate_inputs(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs) -> 
                          " — encode the reference at the video resolution")
     if ref is None and (cfg.uses_reference_anchor or dcfg.cond_layout == "noise_ref_mask"):
         raise InputError("this stream anchors on a reference image but none was given; give a reference "
-                         "(or set anchor=False / use a strategy without a reference anchor)")
+                         "(avatar_forcing and 33-channel models always need one; for knot, set anchor=False "
+                         "or use a strategy without a reference anchor)")
     if inputs.text is not None and (inputs.text.dim() != 3 or inputs.text.shape[-1] != dcfg.text_dim
                                     or inputs.text.shape[1] > dcfg.text_len):
         raise InputError(f"text embedding has shape {tuple(inputs.text.shape)}; this model expects (B, L <= "
@@ -87,7 +91,7 @@ def start_stream(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, seed: 
     if memory is None:
         memory = CachedMemory(model, cfg, model.encode_text(inputs.text, inputs.batch), inputs.latent_size,
                               inputs.batch)
-    return StreamState(memory=memory, noise=NoiseSource(seed), ref_index=cfg.ahead_init)
+    return StreamState(memory=memory, noise=NoiseSource(seed), ref_index=cfg.ahead_init, next_frame=cfg.lead_frames)
 
 
 @torch.no_grad()
@@ -96,41 +100,53 @@ def generate(model: KnotDiT, cfg: StreamConfig, inputs: StreamInputs, state: Str
     device = model.patch_embedding.weight.device
     ref = None if ref is None else ref.to(device=device, dtype=torch.float32)
     if cfg.uses_reference_anchor and not state.anchored:
-        t0 = torch.zeros(inputs.batch, 1, dtype=torch.float64, device=device)
-        memory.anchor_reference(model_input(model.cfg, ref, reference_known(ref), ref), t0)  # 1
+        _anchor_reference(model, cfg, inputs, memory, ref)  # 1
         state.anchored = True
     like = torch.zeros(inputs.batch, LATENT_CHANNELS, 1, *inputs.latent_size, device=device)
     while True:
         started, i, c = time.perf_counter(), state.next_frame, cfg.chunk_len
         state.ref_index = advance_reference(cfg, i, state.ref_index)  # 2
-        anchor_at = anchor_position(cfg, i, state.ref_index)
-        if cfg.strategy == "rolling_forcing":
-            committed, known, driving = _rolling(model, cfg, sched, inputs, state, ref, like, anchor_at)
+        seen = denoise_visible(cfg, i, state.ref_index)
+        base = ChunkContext(memory, sched, state.noise, ref, i, seen, driving=None)
+        if cfg.rolls:
+            committed, known, ctx = _rolling(model, cfg, inputs, state, like, base)
         else:
             known = chunk_known(cfg, cfg.span, i, knot=state.knot, reference=ref, keep_mask=inputs.keep_mask,
                                 like=like)
-            driving = encode_driving(model.driving, inputs.signals, i, cfg.span, device)
-            x0 = denoise_chunk(memory, sched, cfg.steps, state.noise, known, ref, i, anchor_at, driving)  # 3
+            ctx = replace(base, driving=encode_driving(model.driving, inputs.signals, i, cfg.span, device))
+            x0 = denoise_chunk(ctx, cfg.steps_of_chunk(i), known, timestep_dtype=cfg.timestep_dtype,
+                               pin_clean=cfg.reference_pin == "clean")  # 3
             committed, state.knot = x0[:, :, :c], (x0[:, :, c:] if cfg.knot_len else None)  # 4
-        commit_chunk(memory, sched, cfg.context_noise, state.noise, committed, known.frames(0, c), ref, i,
-                     anchor_at, slice_driving(driving, 0, c))  # 5
+        commit_ctx = replace(ctx.first(c), visible=commit_visible(cfg, i, state.ref_index))
+        commit_chunk(commit_ctx, cfg.context_noise, committed, known.frames(0, c))  # 5
         state.next_frame, state.chunk_index = i + c, state.chunk_index + 1
-        status = ChunkStatus(state.chunk_index - 1, i, i + c, state.ref_index, time.perf_counter() - started)
-        yield Chunk(committed, status)  # 6
+        lead = i == cfg.lead_frames and cfg.lead_frames  # the video's reference latent goes out first
+        latents = torch.cat([ref, committed], dim=2) if lead else committed
+        status = ChunkStatus(state.chunk_index - 1, 0 if lead else i, i + c, state.ref_index,
+                             time.perf_counter() - started)
+        yield Chunk(latents, status)  # 6
 
 
-def _rolling(model, cfg, sched, inputs, state, ref, like, anchor_at):
-    """Rolling forcing: add a fresh noise chunk, run joint forwards until the oldest is clean."""
-    i, c, device = state.next_frame, cfg.chunk_len, like.device
+def _anchor_reference(model, cfg, inputs, memory, ref) -> None:
+    """The reference frame's clean pass. Where it is the video's latent 0 (AvatarForcing), it also
+    gets latent 0's driving signal, as the model was trained (its zero audio row's tokens)."""
+    t0 = torch.zeros(inputs.batch, 1, dtype=torch.float64, device=ref.device)
+    driving = encode_driving(model.driving, inputs.signals, 0, 1, ref.device) if cfg.lead_frames else None
+    memory.anchor_reference(model_input(model.cfg, ref, reference_known(ref), ref), t0, driving)
+
+
+def _rolling(model, cfg, inputs, state, like, base: ChunkContext):
+    """Rolling / avatar forcing: add a fresh noise chunk, run joint forwards until the oldest is clean."""
+    i, c, device, sched = state.next_frame, cfg.chunk_len, like.device, base.sched
     while True:
         frames = c * (len(state.rolling) + 1)
-        known = chunk_known(cfg, frames, i, knot=None, reference=ref, keep_mask=inputs.keep_mask, like=like)
+        known = chunk_known(cfg, frames, i, knot=None, reference=base.reference, keep_mask=inputs.keep_mask,
+                            like=like)
         eps = state.noise.draw((inputs.batch, LATENT_CHANNELS, c, *inputs.latent_size), device)
         sigma0 = sched.sigma(torch.full((inputs.batch, c), sched.warp(cfg.steps[0]), dtype=torch.float64))
         state.rolling.append(start_noise(known.frames(frames - c, frames), sigma0.to(device), eps))
         state.levels.append(0)
-        driving = encode_driving(model.driving, inputs.signals, i, frames, device)
-        done = rolling_step(state.memory, sched, cfg.steps, state.noise, state.rolling, state.levels, known, ref,
-                            i, anchor_at, driving)
+        ctx = replace(base, driving=encode_driving(model.driving, inputs.signals, i, frames, device))
+        done = rolling_step(ctx, cfg.steps, state.rolling, state.levels, known)
         if done is not None:
-            return done, known, driving
+            return done, known, ctx

@@ -1,8 +1,9 @@
 """A live stream: one model, reference and driving, generating chunk after chunk for as long as it runs, paced to
 the wall clock and driven by audio pushed while it runs.
 
-The chunks come from the one render path (`knot_core.pipeline.frame_stream`: the engine's `start_stream` /
-`generate` with knot, window and anchor state carried across chunks, and the codec's streaming decoder).
+The chunks come from the one render path (`knot_core.render_path`: `prepare` runs every pre-flight check with a
+length no one reaches, `start` opens the engine state and the codec's streaming decoder, `frames` streams and
+decodes with knot, window and anchor state carried across chunks; the stream stops by leaving that loop).
 What is live is around it: before each chunk the stream waits for the audio its frames (and its knot) show,
 turns it into the driving, and publishes the decoded frames with their audio and due times to subscribers.
 
@@ -30,15 +31,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..config import VAE_STRIDE, StreamConfig
+from ..config import VAE_STRIDE, StreamConfig, video_frames_for
 from ..dit import KnotDiT
-from ..engine.stream import StreamInputs, start_stream
+from ..engine.stream import StreamInputs
 from ..errors import InputError
-from ..pipeline import LatentCodec, frame_stream, video_frames_for
+from ..render_path import LatentCodec, RenderPlan, frames, prepare, start, torch_threads
+from ..render_plan import Length
 from .audio_input import AudioTimeline, LiveLoudness
 from .driving import LiveDriving
 
 log = logging.getLogger(__name__)
+
+LIVE_LENGTH = Length(10**12, "frames")  # a live stream has no end: a length it never reaches (1,270 years at 25 fps)
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,7 @@ class LiveStream:
         self.stats = LiveStats()
         self.error: BaseException | None = None
         self.timeline: AudioTimeline | None = None
+        self.plan: RenderPlan | None = None
         self._subs: list[Subscription] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -168,7 +173,7 @@ class LiveStream:
         if self._thread is not None:
             raise RuntimeError("a live stream starts once; make a new LiveStream")
         s = self.settings
-        start_stream(self.model, self.cfg, self.inputs, seed=s.seed)  # validate the inputs before the thread runs
+        self.plan = prepare(self.model, self.codec, self.cfg, self.inputs, fps=s.fps, length=LIVE_LENGTH, seed=s.seed)
         self.timeline = AudioTimeline(s.sample_rate, slack_s=s.slack_s, max_ahead_s=s.max_ahead_s)
         self._thread = threading.Thread(target=self._run, name=f"knot-live-{self.id[:6]}", daemon=True)
         self._thread.start()
@@ -214,8 +219,6 @@ class LiveStream:
 
     # ---- the generator thread
     def _run(self) -> None:
-        from ..demo import torch_threads
-
         try:
             with torch_threads(self.settings.threads), torch.no_grad():
                 self._generate()
@@ -230,9 +233,9 @@ class LiveStream:
                 sub.close()
 
     def _generate(self) -> None:
-        state = start_stream(self.model, self.cfg, self.inputs, seed=self.settings.seed)
-        decoder = self.codec.streaming_decoder()
-        pieces = frame_stream(self.model, self.cfg, self.inputs, state, decoder)
+        position = start(self.plan)
+        state, decoder = position.state, position.decoder
+        pieces = frames(self.plan, position)
         loudness = LiveLoudness(self.settings.fps)
         prepared = -1  # last video frame whose driving is set
         while not self._stop.is_set():

@@ -7,9 +7,13 @@ Hugging Face `facebook/wav2vec2-base-960h` (folder or single safetensors, with o
 the CTC head's `wav2vec2.` prefix); `transformers` is needed only on this path.
 
 Per video frame the row is [last hidden state, hidden states 0..L] = (L+2)·H values
-(14·768 = 10752 for the base model). Rows are served per latent frame AvatarForcing's way:
-a zero row is prepended, latent 0 gets it ×4 and latent k >= 1 gets rows 4k-3..4k, i.e.
-video frames 4k-4..4k-1.
+(14·768 = 10752 for the base model). Rows are served per latent frame in one of two alignments:
+  avatarforcing: a zero row is prepended, latent 0 gets it ×4 and latent k >= 1 gets rows
+    4k-3..4k, i.e. video frames 4k-4..4k-1; a clip of d seconds has ceil(d·fps) frames.
+  livetalk (LiveTalk scripts/inference_example.py l.160-185): no zero row, the first row is
+    repeated 3 times in front, so latent 0 gets video frame 0 ×4 and latent k >= 1 video frames
+    4k-3..4k (the Wan VAE's own mapping); a clip of d seconds has floor(d·fps) + 1 frames
+    (LiveTalk interpolates (4n-4)/16 s of audio to 4n-3 frames, both ends included).
 
 Long audio: the transformer attends over a window of `window_frames` video frames plus
 `context_frames` on each side, and keeps only the window's rows; clips that fit in one
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -36,6 +41,7 @@ from .base import FRAMES_PER_LATENT, NO_FRAME, DrivingSignal, EndPolicy, RowCach
 log = logging.getLogger(__name__)
 
 AVATAR_FPS = 25.0  # AvatarForcing features and output are at 25 fps
+ALIGNMENTS: tuple[str, ...] = ("avatarforcing", "livetalk")
 NORM_EPS = 1e-7  # as Hugging Face's zero_mean_unit_var_norm
 STATS_BLOCK = 1 << 17  # samples per block of the streaming statistics passes (8 s at 16 kHz)
 
@@ -249,16 +255,20 @@ class Wav2Vec2Features:
 class AudioSignal(DrivingSignal):
     """wav2vec2 rows of a 16 kHz mono clip at `fps`, computed window by window on demand.
 
-    end_policy 'stop': the signal has num_frames = ceil(duration·fps) video frames and asking past
+    end_policy 'stop': the signal has num_frames video frames (see the alignments above) and asking past
     them is an error; 'continue': the clip runs on into silence (zero samples) without end.
+    alignment: "avatarforcing" or "livetalk", the model's audio front end.
     """
 
     name = "audio"
 
     def __init__(self, wave_16k: Tensor, features: Wav2Vec2Features, *, fps: float = AVATAR_FPS,
                  end_policy: EndPolicy = "stop", window_frames: int = 250, context_frames: int = 50,
-                 cache_windows: int = 2) -> None:
+                 cache_windows: int = 2, alignment: str = "avatarforcing") -> None:
         fps = check_fps(fps, "audio signal")
+        if alignment not in ALIGNMENTS:
+            raise InputError(f"audio signal: alignment={alignment!r}; choose one of {', '.join(ALIGNMENTS)} (the "
+                             "model's audio front end)")
         if wave_16k.ndim != 1 or wave_16k.numel() == 0:
             raise InputError(f"audio signal: got waveform of shape {tuple(wave_16k.shape)}; need mono samples [N] "
                              "at 16 kHz (use knot_core.audio.to_mono_16k)")
@@ -271,8 +281,10 @@ class AudioSignal(DrivingSignal):
             raise InputError(f"audio of {wave_16k.numel()} samples is shorter than one wav2vec2 frame "
                              f"({features.geometry.field} samples = {features.geometry.field / 16:.0f} ms); "
                              "give a longer clip")
-        frames = math.ceil(wave_16k.numel() * fps / TARGET_SAMPLE_RATE)
+        seconds_fps = Fraction(wave_16k.numel()) * Fraction(fps) / TARGET_SAMPLE_RATE  # exact: no float rounding
+        frames = math.floor(seconds_fps) + 1 if alignment == "livetalk" else math.ceil(seconds_fps)
         super().__init__(fps, frames, end_policy)
+        self.alignment = alignment
         self.wave = normalise_waveform(wave_16k)  # [N]
         self.features = features
         self.window_frames, self.context_frames = window_frames, context_frames
@@ -303,7 +315,10 @@ class AudioSignal(DrivingSignal):
         return len(self._cache)
 
     def video_frames_of_latent(self, k: int) -> list[int]:
-        """AvatarForcing: latent 0 -> the zero row ×4; latent k >= 1 -> rows 4k-3..4k = video frames 4k-4..4k-1."""
+        """AvatarForcing: latent 0 -> the zero row ×4; latent k >= 1 -> rows 4k-3..4k = video frames 4k-4..4k-1.
+        LiveTalk: the Wan VAE's mapping (latent 0 -> frame 0 ×4, latent k -> frames 4k-3..4k)."""
+        if self.alignment == "livetalk":
+            return super().video_frames_of_latent(k)
         if k == 0:
             return [NO_FRAME] * FRAMES_PER_LATENT
         return list(range(FRAMES_PER_LATENT * (k - 1), FRAMES_PER_LATENT * k))

@@ -18,10 +18,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..config import VAE_STRIDE
+from ..config import FRAMES_PER_LATENT
 from ..errors import InputError
 
-FRAMES_PER_LATENT = VAE_STRIDE[0]
 EndPolicy = Literal["stop", "continue"]
 END_POLICIES: tuple[str, ...] = ("stop", "continue")
 NO_FRAME = -1  # marks a row filled with zeros (AvatarForcing's leading zero row)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..text_file import read_text
 from .base import DrivingSignal, EndPolicy, check_fps
 
 ARKIT_52 = (
@@ -110,7 +111,8 @@ def _uniform(values: list[list[float]], names: tuple[str, ...], source_fps: floa
              path: str) -> ExpressionSequence:
     if source_fps is None:
         raise InputError(f"{path}: a plain coefficient file carries no frame rate; pass source_fps (the rate "
-                         "its rows were recorded at), or use JSON {\"fps\": ..., \"frames\": [...]}")
+                         "its rows were recorded at; CLI: --expression-fps), or use JSON "
+                         "{\"fps\": ..., \"frames\": [...]}")
     widths = {len(v) for v in values}
     if len(widths) != 1 or 0 in widths:
         raise InputError(f"{path}: rows have {sorted(widths)} values; every frame needs the same number (> 0)")
@@ -126,7 +128,7 @@ def load_expression(path: str | Path, *, source_fps: float | None = None) -> Exp
     path = Path(path)
     if not path.is_file():
         raise InputError(f"expression file {str(path)!r} does not exist; give a .csv or .json file")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path, "expression file (.csv or .json)", encoding="utf-8-sig")
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

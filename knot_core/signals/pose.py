@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
+from ..text_file import read_text
 from .base import DrivingSignal, EndPolicy
 
 PART_KEYS = ("pose_keypoints_2d", "face_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d")
@@ -142,6 +143,10 @@ def parse_pose_frames(frames: list, *, max_people: int = 1, coords: Coords = "au
                     out[t, p, sl] = part
         scale = np.array([1.0, 1.0] if normalised else [1.0 / width, 1.0 / height], np.float32)
         out[t, ..., :2] *= scale
+    if not np.isfinite(out).all():
+        frame = int(np.argwhere(~np.isfinite(out))[0][0])
+        raise InputError(f"pose frame {frame} holds NaN or infinite keypoint values; every coordinate and "
+                         "confidence must be a finite number (re-run the pose detector)")
     out[..., :2] *= (out[..., 2:] > 0)  # a missing point carries no position
     width, height = parsed[0][1]
     return PoseSequence(torch.from_numpy(out), layout, width / height)
@@ -156,9 +161,10 @@ def load_openpose_folder(folder: str | Path, **options) -> PoseSequence:
     frames = []
     for file in files:
         try:
-            frames.append(json.loads(file.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot read pose file {str(file)!r} as JSON ({exc})") from exc
+            frames.append(json.loads(read_text(file, "OpenPose JSON file")))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"pose file {str(file)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); give "
+                             "OpenPose *_keypoints.json files") from exc
     return parse_pose_frames(frames, **options)
 
 

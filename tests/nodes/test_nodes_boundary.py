@@ -63,3 +63,19 @@ print(json.dumps({{'nodes': sorted(pack.NODE_CLASS_MAPPINGS), 'names': sorted(pa
     assert got["web"] == "./web" and (ROOT / "web").is_dir()
     assert got["comfy_nodes_untouched"] and got["heavy"] == []
     assert Path(got["knot_core"]) == ROOT / "knot_core" / "__init__.py"
+
+
+def test_every_input_and_output_has_a_tooltip():
+    from nodes import NODE_CLASS_MAPPINGS
+
+    missing = []
+    for name, cls in NODE_CLASS_MAPPINGS.items():
+        spec = cls.INPUT_TYPES()
+        for part in ("required", "optional"):
+            for key, value in spec.get(part, {}).items():
+                if not (value[1] if len(value) > 1 else {}).get("tooltip"):
+                    missing.append(f"{name}.{key}")
+        tips = getattr(cls, "OUTPUT_TOOLTIPS", ())
+        if len(tips) != len(cls.RETURN_TYPES) or not all(tips):
+            missing.append(f"{name} outputs")
+    assert missing == []

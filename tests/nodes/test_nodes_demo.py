@@ -81,3 +81,20 @@ def test_motion_signal_mouth_follows_the_audio_loudness():
     assert tuple(wave.shape) == (2, len(samples)) and mux_rate == rate
     with pytest.raises(InputError, match="AUDIO input"):
         N["KnotForcingMotionSignal"]().build(0, 0.8, audio={"waveform": torch.zeros(1, 1, 10)})
+
+
+def test_a_demo_run_logs_no_missing_prompt_warning(demo, tmp_path, monkeypatch, caplog):
+    """The demo was trained without a prompt: no 'no text embedding' warning; a text-conditioned model still gets it."""
+    from dataclasses import replace
+
+    from nodes.host import StandaloneHost, use_host
+
+    monkeypatch.setenv("KNOTFORCING_OUTPUT_DIR", str(tmp_path))
+    loaded, codec, reference, _ = demo
+    signals = N["KnotForcingMotionSignal"]().build(0, 0.8)[0]
+    render = N["KnotForcingStreamingSampler"]().render
+    with use_host(StandaloneHost()), caplog.at_level("WARNING"):
+        out = render(loaded, codec, reference, 0, 5.0, "frames", "demo/run", 16, signals=signals)
+        assert out["result"][2].shape[0] == 5 and "no text embedding" not in caplog.text
+        render(replace(loaded, takes_text=True), codec, reference, 0, 5.0, "frames", "demo/run", 16, signals=signals)
+    assert caplog.text.count("no text embedding given") == 1

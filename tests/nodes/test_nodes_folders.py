@@ -15,7 +15,7 @@ import pytest
 
 from knot_core.errors import CheckpointError, InputError
 from nodes import NODE_CLASS_MAPPINGS as N
-from nodes.folders import list_files, refusal, safe_name
+from nodes.folders import list_files, next_free_file, refusal, safe_name
 from nodes.host import ComfyHost, StandaloneHost, use_host
 
 SECRET = "daemon:x:1:1:SECRET-LINE-4711"
@@ -178,3 +178,29 @@ def test_comfy_host_applies_the_same_rule(folders, opened, tmp_path):
     assert h.model_path("vae", str(tmp_path / "models" / "vae" / "w.safetensors")) is None  # absolute: not listed
     assert h.model_path("vae", "../vae/w.safetensors") is None
     assert opened == []
+
+
+@pytest.mark.parametrize(("prefix", "problem"), [
+    ("../x", "points outside the output folder"), ("/tmp/x", "points outside the output folder"),
+    ("..\\..\\x", "points outside the output folder"), ("C:/x", "points outside the output folder"),
+    ("~/x", "points outside the output folder"), ("a\x00b", "holds a control character"),
+    ("a\nb", "holds a control character"), (".", "would make a hidden file"), (".x", "would make a hidden file"),
+    ("take/.", "would make a hidden file"), ("sub/.hidden/x", "would make a hidden file"),
+    ("take/", "ends with '/' and names no file"), ("x" * 300, "is 300 characters long; at most 120"),
+])
+def test_bad_filename_prefixes_get_one_clear_line(tmp_path, prefix, problem):
+    with pytest.raises(InputError, match="^filename_prefix .* " + problem + r".*; use a relative name such as") as err:
+        next_free_file(tmp_path / "output", prefix, "mp4")
+    assert "\n" not in str(err.value) and len(str(err.value)) < 250
+    assert not (tmp_path / "output").exists() or list((tmp_path / "output").rglob("*")) == []  # nothing made
+
+
+def test_prefix_through_a_link_out_of_the_output_folder_is_refused(tmp_path):
+    (tmp_path / "output").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "output" / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(InputError, match="points outside the output folder"):
+        next_free_file(tmp_path / "output", "link/take", "mp4")
+    assert next_free_file(tmp_path / "output", "portraits/take", "mp4") == (
+        tmp_path / "output" / "portraits" / "take_00001.mp4", "portraits")
+    assert next_free_file(tmp_path / "output", "  ", "mp4")[0].name == "KnotForcing_00001.mp4"

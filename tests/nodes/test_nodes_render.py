@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_STREAM, RecordingHost, portrait
+from conftest import TINY_STREAM, RecordingHost, RecordingProgress, portrait
 
 from knot_core.compilation import find_cxx
 from knot_core.config import StreamConfig
@@ -142,8 +142,13 @@ def test_render_writes_the_file_reports_each_chunk_and_matches_knot_core(models_
     assert [d["ref_index"] for d in chunk_events] == [4, 7] and chunk_events[0]["node"] == "5"
     assert all(len(d["frames"]) == d["frame_count"] for d in chunk_events)
     assert recording_host.progress_bars[0].updates == [1, 2] and recording_host.progress_bars[0].total == 2
-    assert recording_host.events[-1][0] == "knotforcing.done" and recording_host.freed == 1
+    assert recording_host.events[-1] == ("knotforcing.done", {
+        "node": "5", "filename": "run_00001.mp4", "subfolder": "test", "type": "output", "frames": 16,
+        "ended": "done", "interrupted": False, "text": "done: 16 frames in test/run_00001.mp4"})
+    assert recording_host.freed == 1
+    # core's video UI output (comfy_api PreviewVideo): the frontend plays an animated output that is not .png/.webp
     assert out["ui"]["images"] == [{"filename": "run_00001.mp4", "subfolder": "test", "type": "output"}]
+    assert out["ui"]["animated"] == (True,)
     second = _render(model, vae, ref, length=9, length_unit="frames")["result"]
     assert Path(second[0]).name == "run_00002.mp4"
     assert torch.equal(second[2], images[:9])  # the same model twice: nothing carried between prompts
@@ -169,6 +174,7 @@ def test_interrupt_keeps_the_finished_chunks_and_the_next_run_is_clean(models_di
             _render(model, vae, ref, length=60, length_unit="frames")
         done = h.events[-1][1]
         assert h.events[-1][0] == "knotforcing.done" and done["interrupted"] and done["frames"] == 9 + 12
+        assert done["ended"] == "cancelled" and done["text"] == f"cancelled — 21 frames kept in test/{done['filename']}"
         path = Path(os.environ["KNOTFORCING_OUTPUT_DIR"]) / "test" / done["filename"]
         assert count_frames(path) == 21 and probe(path).frames == 21  # finalised: opens, exactly 2 chunks
         assert not h.interrupted()  # consumed by the raise
@@ -177,6 +183,38 @@ def test_interrupt_keeps_the_finished_chunks_and_the_next_run_is_clean(models_di
     assert len(list(read_frames(path))) == 21
     frames = (again * 255).round().to(torch.uint8).numpy()
     assert (frames[8] == first_run[0]).all() and (frames[20] == first_run[1]).all()
+
+
+class _HookProgress(RecordingProgress):
+    """As ComfyUI's progress hook: the update after `after` chunks raises (the interrupt, or any other error)."""
+
+    def __init__(self, *args, after: int, error: BaseException) -> None:
+        super().__init__(*args)
+        self.after, self.error = after, error
+
+    def update(self, done, preview=None):
+        super().update(done, preview)
+        if done == self.after:
+            raise self.error
+
+
+@pytest.mark.parametrize(("error", "ended"), [(RenderInterrupted("stop"), "cancelled"),
+                                             (RuntimeError("oom"), "failed")])
+def test_an_exception_in_a_chunk_still_ends_the_node_with_the_file(models_dir, error, ended):
+    """ComfyUI's progress hook raises the interrupt inside on_chunk; the done event names the file and its frames."""
+    model, _ = _load()
+    vae = _vae()
+    ref = _reference(model, vae)
+    host = RecordingHost()
+    host.progress = lambda total, node_id: _HookProgress(total, node_id, None, after=2, error=error)
+    with use_host(host), pytest.raises(type(error)):
+        _render(model, vae, ref, length=60, length_unit="frames")
+    chunks = [d for e, d in host.events if e == "knotforcing.chunk"]
+    event, done = host.events[-1]
+    path = Path(os.environ["KNOTFORCING_OUTPUT_DIR"]) / "test" / done["filename"]
+    assert event == "knotforcing.done" and done["ended"] == ended and done["interrupted"]
+    assert done["frames"] == probe(path).frames == sum(d["frame_count"] for d in chunks) == 21  # every chunk shown
+    assert done["text"] == f"{ended} — 21 frames kept in test/{done['filename']}"
 
 
 def test_text_conditioning(models_dir, recording_host):

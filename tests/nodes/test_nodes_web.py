@@ -15,11 +15,13 @@ NODE = shutil.which("node")
 APP = """export const app = { extensions: [], registerExtension(e) { this.extensions.push(e); },
   nodes: [], graph: { getNodeById(id) { return app.nodes.find((n) => n.id === id) ?? null; } } };\n"""
 API = """export const api = { handlers: {}, addEventListener(name, fn) { (this.handlers[name] ??= []).push(fn); },
-  dispatch(name, detail) { for (const fn of this.handlers[name] ?? []) fn({ detail }); } };\n"""
+  dispatch(name, detail) { for (const fn of this.handlers[name] ?? []) fn({ detail }); },
+  apiURL(route) { return "/api" + route; } };\n"""
 HARNESS = """
 class El { constructor(tag) { this.tag = tag; this.style = {}; this.children = [];
   this.textContent = ""; this.src = ""; }
-  appendChild(c) { this.children.push(c); return c; } }
+  appendChild(c) { this.children.push(c); c.parent = this; return c; }
+  remove() { this.parent.children = this.parent.children.filter((c) => c !== this); } }
 globalThis.document = { createElement: (tag) => new El(tag) };
 const { app } = await import("./scripts/app.js");
 const { api } = await import("./scripts/api.js");
@@ -37,7 +39,7 @@ ext.nodeCreated({ id: 6, comfyClass: "KSampler", addDOMWidget() { throw new Erro
 ext.nodeCreated({ id: 7, comfyClass: "KnotForcingStreamingSampler" });  // old frontend: no addDOMWidget
 const root = widgets[0].el, [strip, img] = root.children;
 const jpeg = "AAAA";
-const seen = [];
+const seen = [img.style.display];
 // events the preview cannot use must not throw
 for (const detail of [undefined, null, 3, {}, { node: 99, chunk: 0 }, { node: 5 }, { node: 5, frames: "x" }]) {
   api.dispatch("knotforcing.chunk", detail);
@@ -45,12 +47,18 @@ for (const detail of [undefined, null, 3, {}, { node: 99, chunk: 0 }, { node: 5 
 }
 api.dispatch("knotforcing.chunk", { node: "5", chunk: 0, chunks: 3, knot_boundary: null, ref_index: 8, fps: 2.5,
   video_fps: 16, frames: [jpeg, jpeg] });
-seen.push(strip.textContent, img.src);
+seen.push(strip.textContent, img.src, img.style.display);
 api.dispatch("knotforcing.chunk", { node: "2:5", chunk: 1, chunks: 3, knot_boundary: 9, ref_index: 12, fps: 3.25,
   video_fps: 16, frames: [jpeg] });
 seen.push(strip.textContent);
 api.dispatch("knotforcing.done", { node: "5", frames: 21, filename: "a.mp4", interrupted: true });
-seen.push(strip.textContent);
+seen.push(strip.textContent, root.children.length);
+api.dispatch("knotforcing.done", { node: "5", frames: 21, filename: "a.mp4", subfolder: "kf", interrupted: true,
+  text: "cancelled — 21 frames kept in kf/a.mp4" });
+const video = root.children[2];
+seen.push(strip.textContent, video.tag, video.src, video.controls, root.children.length);
+api.dispatch("knotforcing.chunk", { node: "5", chunk: 0, frames: [jpeg] });  // a new render: the old file goes
+seen.push(root.children.length, strip.textContent);
 node.onRemoved();
 app.nodes.length = 0;
 api.dispatch("knotforcing.chunk", { node: "5", chunk: 2, frames: [jpeg] });  // removed: ignored
@@ -73,11 +81,15 @@ def test_preview_extension_handles_events_and_bad_input(tmp_path):
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["name"] == "knotforcing.preview"
     assert got["widgets"] == [["knotforcing_preview", "knotforcing.preview", False]]
-    assert got["seen"][0] == "chunk 1/3 | knots @ - | n=8 | 2.5 fps"
-    assert got["seen"][1] == "data:image/jpeg;base64,AAAA"
-    assert got["seen"][2] == "chunk 2/3 | knots @ 9 | n=12 | 3.3 fps"
-    assert got["seen"][3] == "interrupted: 21 frames -> a.mp4"
-    assert got["seen"][4] == got["seen"][3]
+    seen = got["seen"]
+    assert seen[0] == "none"  # no frame yet: the image is hidden, not a broken-image icon
+    assert seen[1:4] == ["chunk 1/3 | knots @ - | n=8 | 2.5 fps", "data:image/jpeg;base64,AAAA", ""]
+    assert seen[4] == "chunk 2/3 | knots @ 9 | n=12 | 3.3 fps"
+    assert seen[5:7] == ["cancelled: 21 frames", 3]  # an older server's event: its frames, the file played
+    assert seen[7:12] == ["cancelled — 21 frames kept in kf/a.mp4", "video",
+                          "/api/view?filename=a.mp4&subfolder=kf&type=output", True, 3]  # one video, replaced
+    assert seen[12] == 2  # the next render's first chunk removes the kept file's player
+    assert seen[14] == seen[13]  # a removed node's events are ignored
 
 
 def test_web_folder_is_one_namespaced_extension():

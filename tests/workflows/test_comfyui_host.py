@@ -8,6 +8,7 @@ model files are there (the others are skipped, naming the missing files).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -42,6 +44,16 @@ def _post(url: str, data: dict):
             return json.loads(body) if body.strip() else {}
     except urllib.error.HTTPError as err:
         raise AssertionError(f"/prompt refused the prompt: {err.read().decode()[:2000]}") from err
+
+
+def _post_raw(url: str, data: dict) -> tuple[int, str]:
+    """(status, body) of a POST, refusals included."""
+    req = urllib.request.Request(url, json.dumps(data).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
 
 
 def _tiny_models(models: Path) -> None:
@@ -277,3 +289,148 @@ def test_shipped_workflow_runs(server, name):
     if missing:
         pytest.skip(f"{name}: this host lacks {', '.join(missing)} (see the workflow's note)")
     _run(server, prompt)
+
+
+# --- the pack's security and UI contract in the real host (issue 12) -----------------------------------------
+
+SECRET = "daemon:x:1:1:KF-SECRET-4711"
+ESCAPES = ["/etc/passwd", "{base}/outside/secret.csv", "../outside/secret.csv", "../../../../etc/passwd",
+           "..%2foutside%2fsecret.csv", "%2e%2e/outside/secret.csv", "link.csv", "pipe_link.csv", "linkdir/secret.csv",
+           "..\\outside\\secret.csv", "C:\\Windows\\win.ini", "kf_expr.csv\x00.png", "~/secret.csv", ".hidden.csv"]
+
+
+def _escape_targets(base: Path) -> Path:
+    """outside/ beside input/: a secret file and a FIFO that blocks whoever opens it; links to both from input/."""
+    outside = base / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "secret.csv").write_text(SECRET + "\n1,2\n")
+    if not (outside / "pipe.csv").exists():
+        os.mkfifo(outside / "pipe.csv")
+    for link, target in (("link.csv", outside / "secret.csv"), ("pipe_link.csv", outside / "pipe.csv"),
+                         ("linkdir", outside)):
+        if not (base / "input" / link).is_symlink():
+            (base / "input" / link).symlink_to(target)
+    (base / "input" / ".hidden.csv").write_text(SECRET + "\n")
+    (base / "input" / "kf_bad.csv").write_text("a,b\n1,2\n" + SECRET + ",3\n")
+    (base / "input" / "kf_expr.csv").write_text("a,b\n" + "\n".join(f"{i / 30:.3f},0.5" for i in range(30)))
+    return outside
+
+
+def _expression_prompt(file: str) -> dict:
+    prompt = _tiny_prompt(9, "kf_escape/x")
+    prompt["7"] = {"class_type": "KnotForcingExpressionSignal",
+                   "inputs": {"file": file, "source_fps": 30.0, "fps": 16.0, "end_policy": "continue"}}
+    prompt["6"]["inputs"]["signals"] = ["7", 0]
+    return prompt
+
+
+def _no_reader(fifo: Path) -> bool:
+    """True when nobody holds the FIFO open for reading (a writer's non-blocking open then fails with ENXIO)."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        return True
+    return False
+
+
+def test_file_escapes_through_prompt_read_nothing_and_leak_nothing(server):
+    base = server["base"]
+    outside = _escape_targets(base)
+    listed = _get(server["url"] + "/object_info/KnotForcingExpressionSignal")
+    choices = listed["KnotForcingExpressionSignal"]["input"]["required"]["file"][0]
+    assert "kf_expr.csv" in choices and not {"link.csv", "pipe_link.csv", ".hidden.csv"} & set(choices)
+    for name in ESCAPES:
+        name = name.format(base=base)
+        status, body = _post_raw(server["url"] + "/prompt", {"prompt": _expression_prompt(name)})
+        assert status == 400 and '"7"' in body, (name, body[:500])  # refused before any node runs
+        assert "KF-SECRET" not in body and "hunter" not in body, name
+    assert _no_reader(outside / "pipe.csv")  # nothing ever opened the FIFO behind pipe_link.csv (it would block)
+    pid = _post(server["url"] + "/prompt", {"prompt": _expression_prompt("kf_bad.csv")})["prompt_id"]
+    entry = _wait(server, pid)
+    text = json.dumps(entry)
+    assert entry["status"]["status_str"] == "error" and "'kf_bad.csv' in the input folder is not an expression" in text
+    assert "KF-SECRET" not in text and "KF-SECRET" not in json.dumps(_get(server["url"] + "/history"))
+    assert "KF-SECRET" not in server["log"].read_text()
+
+
+def _wait(server, pid: str) -> dict:
+    deadline = time.monotonic() + RUN_S
+    while time.monotonic() < deadline:
+        history = _get(f"{server['url']}/history/{pid}")
+        if pid in history and history[pid].get("status", {}).get("completed") is not None:
+            return history[pid]
+        time.sleep(0.5)
+    raise AssertionError("prompt did not finish in time:\n" + server["log"].read_text()[-3000:])
+
+
+async def _owner_and_bystander(url: str, prompt: dict, interrupt_after: int | None = None) -> tuple[list, list]:
+    """Queue `prompt` as client 'owner' while client 'other' is connected; every message each one got."""
+    import aiohttp
+
+    ws = url.replace("http://", "ws://") + "/ws?clientId="
+    owner_got, other_got = [], []
+    loop = asyncio.get_running_loop()
+
+    async def read(sock, into, until=None):
+        async for msg in sock:
+            into.append(json.loads(msg.data) if msg.type == aiohttp.WSMsgType.TEXT else {"type": "binary"})
+            if until is not None and until(into):
+                return
+
+    def finished(got):
+        return any(m["type"] in ("execution_success", "execution_error", "execution_interrupted") for m in got)
+
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(ws + "owner") as owner, session.ws_connect(ws + "other") as other:
+            bystander = asyncio.create_task(read(other, other_got))
+            await loop.run_in_executor(None, _post, url + "/prompt", {"prompt": prompt, "client_id": "owner"})
+            if interrupt_after is not None:
+                await asyncio.wait_for(read(owner, owner_got, lambda got: sum(
+                    m["type"] == "knotforcing.chunk" for m in got) >= interrupt_after), RUN_S)
+                await loop.run_in_executor(None, _post, url + "/interrupt", {})
+            await asyncio.wait_for(read(owner, owner_got, finished), RUN_S)
+            await asyncio.sleep(1.0)  # anything sent to the other client by now has arrived
+            bystander.cancel()
+    return owner_got, other_got
+
+
+def _events(got: list, kind: str) -> list[dict]:
+    return [m["data"] for m in got if m["type"] == kind]
+
+
+def test_events_reach_only_their_client_and_the_node_plays_the_video(server):
+    pytest.importorskip("aiohttp", reason="the websocket clients use aiohttp (ComfyUI's own dependency)")
+    from knot_core.video_reader import probe
+
+    owner, other = asyncio.run(_owner_and_bystander(server["url"], _tiny_prompt(21, "kf_ws/owned")))
+    chunks, done = _events(owner, "knotforcing.chunk"), _events(owner, "knotforcing.done")
+    assert [c["chunk"] for c in chunks] == [0, 1] and len(done) == 1 and done[0]["ended"] == "done"
+    assert not [m for m in owner if m["type"] == "binary"]  # no host preview image: ours only, then the video
+    assert not [m for m in other if m["type"].startswith(("knotforcing", "executed", "progress", "binary"))]
+    assert done[0]["filename"] not in json.dumps(other)  # the bystander never learns the file's name
+    output = next(e["output"] for e in _events(owner, "executed") if e["node"] == "6")
+    video = output["images"][0]
+    assert video["filename"].endswith(".mp4") and video["type"] == "output" and output["animated"] == [True]
+    query = urllib.parse.urlencode({"filename": video["filename"], "subfolder": video["subfolder"], "type": "output"})
+    with urllib.request.urlopen(f"{server['url']}/view?{query}", timeout=30) as r:  # what the node's <video> loads
+        assert r.headers["Content-Type"] == "video/mp4"
+        played = server["base"] / "played.mp4"
+        played.write_bytes(r.read())
+    info = probe(played)
+    assert (info.frames, info.width, info.height) == (21, 32, 32)
+
+
+def test_cancel_ends_the_node_with_the_kept_file(server):
+    pytest.importorskip("aiohttp", reason="the websocket clients use aiohttp (ComfyUI's own dependency)")
+    from knot_core.video_reader import probe
+
+    owner, other = asyncio.run(_owner_and_bystander(server["url"], _tiny_prompt(2000, "kf_cancel/long"),
+                                                    interrupt_after=2))
+    assert any(m["type"] == "execution_interrupted" for m in owner)
+    done = _events(owner, "knotforcing.done")
+    assert len(done) == 1 and done[0]["ended"] == "cancelled" and done[0]["interrupted"]
+    kept = server["base"] / "output" / done[0]["subfolder"] / done[0]["filename"]
+    frames = probe(kept).frames
+    assert done[0]["frames"] == frames == sum(c["frame_count"] for c in _events(owner, "knotforcing.chunk"))
+    assert done[0]["text"] == f"cancelled — {frames} frames kept in {done[0]['subfolder']}/{done[0]['filename']}"
+    assert 21 <= frames < 2000 and not [m for m in other if m["type"].startswith("knotforcing")]

@@ -141,3 +141,50 @@ def test_seed_widgets_declare_their_control_widget():
             for name, value in cls.INPUT_TYPES().get(part, {}).items():
                 if name in ("seed", "noise_seed") and value[0] == "INT":
                     assert value[1].get("control_after_generate"), f"{node_type}.{name}"
+
+
+# What ComfyUI's frontend reads for its Missing Models panel (ComfyUI_frontend, v1.49): a widget value ending in
+# a model extension is a candidate; node.properties.models entries with the same name give its folder and URL, and
+# a Download button shows for URLs under these hosts. Third-party nodes carry their registry id (cnr_id).
+FRONTEND_MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".onnx", ".gguf")
+DOWNLOAD_HOSTS = ("https://huggingface.co/", "https://civitai.com/")
+LOADER_FOLDERS = {"KnotForcingModelLoader": {"knot_forcing", "diffusion_models"}, "KnotForcingVAELoader": {"vae"},
+                  "KnotForcingAudioEncoderLoader": {"audio_encoders"}, "CLIPLoader": {"text_encoders"}}
+NO_PUBLIC_URL = {"avatarforcing_model.pt", "knot_forcing_pose.safetensors"}  # FIELD_NOTES / PEER_FORMATS
+CNR_IDS = {**{t: "comfyui-knotforcing" for t in NODE_CLASS_MAPPINGS}, **{t: "comfy-core" for t in CORE},
+           "DWPreprocessor": "comfyui_controlnet_aux"}
+
+
+def test_loaders_carry_the_model_metadata_the_missing_models_panel_reads(workflow):
+    _, data = workflow
+    notes = " ".join(n["widgets_values"][0] for n in data["nodes"] if n["type"] == "Note")
+    for node in data["nodes"]:
+        if node["type"] not in LOADER_FOLDERS:
+            continue
+        files = [v for v in node["widgets_values"] if isinstance(v, str) and v.endswith(FRONTEND_MODEL_EXTENSIONS)]
+        models = {m["name"]: m for m in node["properties"].get("models", [])}
+        assert files and set(files) == set(models), (node["type"], files, models)
+        for name, entry in models.items():
+            assert entry["directory"] in LOADER_FOLDERS[node["type"]], entry
+            if name in NO_PUBLIC_URL:
+                assert "url" not in entry and f"{name} has no public download" in notes, name
+            else:
+                assert entry["url"].startswith(DOWNLOAD_HOSTS) and entry["url"].endswith("/" + name.split("/")[-1])
+
+
+def test_every_node_names_its_pack(workflow):
+    _, data = workflow
+    assert {n["type"]: n["properties"].get("cnr_id") for n in data["nodes"]} == {
+        n["type"]: CNR_IDS[n["type"]] for n in data["nodes"]}
+
+
+def test_the_note_is_the_first_thing_in_view(workflow):
+    """On load the canvas shows (pos + offset) * scale from the top-left: the Note must be there, over no node."""
+    _, data = workflow
+    note = next(n for n in data["nodes"] if n["type"] == "Note")
+    ds = data["extra"]["ds"]
+    assert all((note["pos"][i] + ds["offset"][i]) * ds["scale"] >= 0 for i in (0, 1))
+    bottom = note["pos"][1] + note["size"][1]
+    for node in data["nodes"]:
+        if node is not note:
+            assert node["pos"][1] >= bottom, (node["type"], node["pos"])  # below the Note, none above the view
