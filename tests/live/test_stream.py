@@ -73,11 +73,12 @@ def test_real_time_speech_drives_the_mouth_with_bounded_latency():
     # and the picture follows the driving (the demo test's measure and bound)
     r_video = np.corrcoef(darkness(frames)[1:], mouth[1:])[0, 1]
     assert r_video > 0.45, f"mouth darkness vs driving: r = {r_video:.3f}"
-    # each frame is due a constant time after its audio arrived: between delay_s - slack_s and delay_s
+    # each frame is due within [delay_s - slack_s, delay_s] after its audio arrived (a pusher that stalls longer
+    # than the slack is placed live again, which shortens the latency, never lengthens it)
     arrival = np.concatenate([c.input_arrival for c in chunks])[spoken]
     latency = np.concatenate([c.due for c in chunks])[spoken] - arrival
-    assert np.ptp(latency) < 0.05, f"latency varies {latency.min():.3f}..{latency.max():.3f} s"
-    assert stream.delay_s - stream.settings.slack_s - 0.03 < latency.mean() < stream.delay_s + 0.03
+    low, high = stream.delay_s - stream.settings.slack_s - 0.01, stream.delay_s + 0.01
+    assert low < latency.min() and latency.max() < high, f"latency {latency.min():.3f}..{latency.max():.3f} s"
     # the audio sent with the frames is the speech, sample for sample where the frames show it
     audio = np.concatenate([c.audio for c in chunks]).reshape(-1, HOP)[spoken]
     k = int(np.argmax(spoken))
