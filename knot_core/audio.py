@@ -43,12 +43,43 @@ def _check_waveform(waveform: Tensor, what: str) -> Tensor:
     return waveform
 
 
+def _check_wav_complete(path: Path) -> None:
+    """Refuse a WAV whose data chunk is shorter than its header says (a cut-off copy or download): FFmpeg
+    decodes the bytes present without complaint, and the video would silently end where the file was cut."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        rate, block = None, None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return
+            kind, size = struct.unpack("<4sI", chunk)
+            if kind == b"fmt " and size >= 16:
+                fmt = f.read(size + size % 2)
+                rate, block = struct.unpack("<I", fmt[4:8])[0], struct.unpack("<H", fmt[12:14])[0]
+                continue
+            if kind == b"data":
+                break
+            f.seek(size + size % 2, 1)
+        present = path.stat().st_size - f.tell()
+    if size in (0, 0xFFFFFFFF) or present >= size or not rate or not block:  # streamed WAVs leave size unset
+        return
+    raise InputError(f"audio {str(path)!r} is truncated: its header declares {size / (rate * block):.2f} s of "
+                     f"samples but the file holds {present / (rate * block):.3f} s; the file was cut short "
+                     "(an interrupted copy or download): copy or export it again")
+
+
 def _decoded(path: Path) -> Iterator[tuple[int, np.ndarray]]:
     """(sample_rate, float32 block [C, n]) for each decoded frame of the file's first audio stream."""
     import av  # a hard dependency, imported here so `knot_core` imports without touching codecs
 
     if not path.is_file():
         raise InputError(f"audio file {str(path)!r} does not exist; give the path of an audio or video file")
+    _check_wav_complete(path)
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:

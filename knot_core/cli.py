@@ -394,6 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KnotError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `inspect ... | head -1`: the reader left; stop quietly, as other tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not raise again
+        return 141  # 128 + SIGPIPE
     except OSError as err:  # the machine said no (permissions, a full disk, a vanished file): name it, no traceback
         where = f" {err.filename!r}" if err.filename else ""
         print(f"error: {err.strerror or err}{where}; check the path, its permissions and the free disk space",

@@ -102,7 +102,8 @@ def loudness_envelope(path: str | Path, fps: int = FPS) -> np.ndarray:
     """Mouth opening per video frame from a speech file: RMS per 1/fps window in dB, mapped to [0, 1].
 
     Any format PyAV reads; channels are averaged. 42 dB below the loudest frame (or silence) maps to 0,
-    2 dB below it to 1.
+    2 dB below it to 1; a clip that never gets 42 dB quieter (silence, a constant level) is measured from
+    its 10th-percentile level instead, so it keeps the mouth closed.
     """
     path = Path(path)
     if not path.is_file():
@@ -120,7 +121,11 @@ def loudness_of(samples: np.ndarray, rate: int, fps: int = FPS) -> np.ndarray:
     idx = (np.arange(n)[:, None] * hop + np.arange(int(hop))[None]).astype(np.int64)  # (n, hop)
     frames = np.where(idx < len(samples), samples[np.minimum(idx, len(samples) - 1)], 0.0)
     db = 20 * np.log10(np.sqrt((frames**2).mean(1)) + 1e-8)
-    env = np.clip((db - (db.max() - 42.0)) / 40.0, 0.0, 1.0)
+    # closed at 42 dB below the loudest frame, or at the clip's usual quiet level (10th percentile) when it
+    # never gets that quiet: silence or a constant level has no syllables and keeps the mouth closed rather
+    # than wide open (the old mapping was relative to the maximum alone)
+    floor = max(db.max() - 42.0, float(np.percentile(db, 10)))
+    env = np.clip((db - floor) / max(db.max() - 2.0 - floor, 10.0), 0.0, 1.0)
     return np.convolve(env, np.ones(2) / 2, mode="same").astype(np.float32)  # soften frame-to-frame jitter
 
 

@@ -31,6 +31,7 @@ def load_job(job: RenderJob, *, progress: bool = False) -> tuple[RenderPlan, Fil
     from .checkpoints import check_text, load_dit, load_text_embedding
     from .compilation import check_compile, compile_model
     from .reference_crop import frame_reference, reference_size
+    from .render_size import check_render_size
     from .vae import load_codec
 
     device = job.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -44,6 +45,8 @@ def load_job(job: RenderJob, *, progress: bool = False) -> tuple[RenderPlan, Fil
     height, width = reference_size(image.shape[1], image.shape[2], info.sampler.resolution, job.height or 0,
                                    job.width or 0)
     vae = load_codec(job.vae, dtype=model.patch_embedding.weight.dtype, device=device)
+    check_render_size(info.config, cfg, (height, width), info.sampler.resolution, vae, device,
+                      model.patch_embedding.weight.element_size())
     reference, _ = frame_reference(vae, image, height, width, job.fit)  # (1, 16, 1, h, w)
     text = None
     if job.text is not None:
@@ -73,6 +76,11 @@ def driving_signals(job: RenderJob, model: KnotDiT, fps: int, device: str,
     pose = None if job.pose is None else load_openpose_folder(job.pose)
     expression = None if job.expression is None else load_expression(job.expression, source_fps=job.expression_fps)
     wanted = {adapter.signal for adapter in model.driving.values()}
+    foreign = sorted(wanted - {"audio", "pose", "expression"})
+    if foreign:  # never render with an adapter silently unfed (e.g. the demo model's procedural 'motion')
+        raise InputError(f"this model is driven by the {foreign} signal(s), which render has no input for (it "
+                         "takes --audio, --pose, --expression); the demo model renders with `python -m knot_core "
+                         "demo` or the Knot Motion Signal node")
     for name, given in (("pose", pose), ("expression", expression)):
         if given is not None and name not in wanted:
             raise InputError(f"--{name} was given but this model has no {name} adapter (it is driven by "

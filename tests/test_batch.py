@@ -52,6 +52,7 @@ def test_unreadable_lines_and_keys_become_failed_jobs(folder):
     assert entries[2].error == "not a JSON object"
 
 
+@pytest.mark.slow  # a long property run; CI runs it (.ci/run), `pytest -q` leaves it out
 def test_two_worker_processes_and_resume_skips_finished_jobs(folder):
     path = jsonl(folder, "par.jsonl", [{"out": "p1.mp4"}, {"out": "p2.mp4", "frames": 21}, {"out": "p3.mp4",
                                                                                               "vae": "nope"}])

@@ -82,3 +82,25 @@ def test_module_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "knot_core", "inspect", str(missing)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "models/knot_forcing/" in proc.stderr and str(missing) in proc.stderr
+
+
+DEMO_MODEL = ROOT / "knot_core" / "models" / "demo.safetensors"
+
+
+def test_inspect_into_a_closed_pipe_stops_quietly():
+    # `inspect ... | head -1`: the reader is gone before the write; no BrokenPipeError traceback, exit 141
+    proc = subprocess.Popen([sys.executable, "-m", "knot_core", "inspect", str(DEMO_MODEL)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_the_shipped_demo_model_has_its_adapters_attached(capsys):
+    assert main(["inspect", str(DEMO_MODEL)]) == 0
+    out = capsys.readouterr().out
+    assert "driving:      motion (motion_cross_attention), inject (motion_injection)\n" in out
+    assert "not installed" not in out
+    _, info = load_dit(DEMO_MODEL, dtype="fp32")
+    assert [(a.name, a.attached) for a in info.adapters] == [("motion", True), ("inject", True)]

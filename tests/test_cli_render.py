@@ -100,3 +100,23 @@ def test_disk_full_reports_what_the_file_holds(files, tmp_path):
     line = run.stderr.strip().splitlines()[-1]
     assert line.startswith("error: ") and "playable" in line and "Free disk space" in line
     assert count_frames(out) in (9, 21, 33, 45, 57, 69)
+
+
+def test_a_plain_expression_csv_renders_with_expression_fps(files, tmp_path, capsys):
+    from knot_core.adapters.cross_attention import CrossAttentionAdapter, CrossAttentionConfig
+    from knot_core.checkpoints import load_dit
+    from knot_core.model_file import save_knot_model
+
+    model, info = load_dit(files["model"])
+    model.add_adapter("expression", CrossAttentionAdapter(
+        CrossAttentionConfig(signal="expression", feature_dim=6, dim=64, num_heads=2, blocks=(0,))))
+    save_knot_model(model, tmp_path / "driven.safetensors", sampler=info.sampler)
+    rows = np.random.default_rng(0).random((32, 6))
+    (tmp_path / "coef.csv").write_text("\n".join(",".join(f"{v:.4f}" for v in row) for row in rows) + "\n")
+    base = flags({**files, "model": tmp_path / "driven.safetensors"}, tmp_path / "e.mp4", "--expression",
+                 str(tmp_path / "coef.csv"))
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "carries no frame rate" in err and "--expression-fps" in err  # the flag the message names exists
+    assert main([*base, "--expression-fps", "16"]) == 0  # 32 rows at 16 rows/s = 2 s = 32 frames at 16 fps
+    assert count_frames(tmp_path / "e.mp4") == 32

@@ -75,6 +75,7 @@ def test_new_resolutions_stop_compiling_before_dynamo_gives_up():
     assert counts[-1] / 2 < limit  # per function: below the limit at which dynamo falls back to eager
 
 
+@pytest.mark.slow  # about 12-60 s of inductor compilation; CI runs it (.ci/run)
 @pytest.mark.skipif(find_cxx() is None, reason="inductor needs a C++ compiler on the CPU")
 def test_inductor_compiled_stream_equals_eager():
     model, cfg, inputs = _model(), StreamConfig(), _inputs()

@@ -120,6 +120,7 @@ def test_missing_audio_is_reported(tmp_path):
         render_demo(tmp_path / "x.mp4", 1, tmp_path / "missing.wav")
 
 
+@pytest.mark.slow  # a long property run; CI runs it (.ci/run), `pytest -q` leaves it out
 def test_long_render_keeps_the_identity_without_drift(tmp_path):
     report = render_demo(tmp_path / "long.mp4", 20.0, seed=0)
     video, _ = read_video(report.path)

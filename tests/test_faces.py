@@ -141,6 +141,18 @@ def test_speech_envelope_drives_the_mouth():
     assert np.allclose(mouth[: len(env)], env) and np.all(mouth[len(env):] == 0)
 
 
+def test_silence_and_a_constant_level_keep_the_mouth_closed():
+    from knot_core.motion import loudness_of
+
+    rate = 16000
+    t = np.arange(3 * rate) / rate
+    assert np.all(loudness_of(np.zeros(3 * rate), rate) == 0.0)  # silence: closed, not wide open
+    assert loudness_of(0.3 * np.sin(2 * np.pi * 220 * t), rate).max() < 0.02  # a constant hum: no syllables
+    speech = 0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)  # 3 syllables/s with pauses
+    env = loudness_of(speech, rate)
+    assert env.max() > 0.9 and env.min() == 0.0
+
+
 def test_missing_audio_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         loudness_envelope(tmp_path / "nope.wav")

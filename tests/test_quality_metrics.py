@@ -174,6 +174,7 @@ def test_agreement_in_chunks_equals_the_one_shot_statistics():
     assert agree.mae == pytest.approx(float(np.abs(x - y).mean()), abs=1e-12)
 
 
+@pytest.mark.slow  # a long property run; CI runs it (.ci/run), `pytest -q` leaves it out
 def test_bench_writes_the_table_and_the_plot(tmp_path):
     cmd = [sys.executable, str(ROOT / "bench" / "quality.py"), "--frames", "60", "--segment", "30", "--bin", "30",
            "--calibration", "60", "--runs", "knot,self_forcing", "--out-dir", str(tmp_path),

@@ -280,3 +280,54 @@ def test_resume_is_bit_exact_at_the_default_crf_with_audio(files, tmp_path, stop
     x, y = decoded(tmp_path / "full.mp4"), decoded(out)
     assert len(x) == len(y) == FRAMES and all(np.array_equal(p, q) for p, q in zip(x, y))
     assert (tmp_path / "full.mp4").read_bytes() == out.read_bytes()  # the same file
+
+
+def test_silently_wrong_inputs_are_refused_before_any_file(files, tmp_path):
+    from knot_core.errors import CheckpointError
+
+    out = tmp_path / "x.mp4"
+    text = tmp_path / "nan.safetensors"
+    save_file({"context": torch.full((4, 32), float("nan"))}, str(text))  # tiny preset: text_dim 32
+    with pytest.raises(CheckpointError, match="nan.safetensors holds NaN or infinite values"):
+        render(job(files, out, text=text))
+    from knot_core.checkpoints import check_text, describe_dit
+
+    with pytest.raises(CheckpointError, match="text embedding holds NaN or infinite values"):  # a node's tensor
+        check_text(describe_dit(files["model"]), torch.full((1, 4, 32), float("nan")))
+
+    wav = write_tone(tmp_path / "speech.wav", 3.0)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(wav.read_bytes()[:200])  # a 200-byte copy of a 3 s WAV
+    with pytest.raises(InputError, match=r"is truncated: its header declares 3.00 s .* holds 0.005 s"):
+        render(job(files, out, audio=cut, frames=None))
+
+    # 4096x4096 on a model trained at 32x32: refused with the memory estimate, before any frame
+    with pytest.raises(InputError, match=r"--width 4096 --height 4096 is 16384x the area this model was trained at "
+                                         r"\(32x32\): it would render untrained noise and need at least [0-9.]+ GiB: "
+                                         r"K/V caches [0-9.]+, activations [0-9.]+, VAE caches [0-9.]+"):
+        render(job(files, out, width=4096, height=4096))
+    assert not out.exists() and not state_path(out).exists()
+    render(job(files, out, width=64, height=64, frames=9))  # 4x the trained area is allowed
+    assert probe(out).width == 64
+
+
+def test_the_memory_estimate_counts_the_kv_caches_exactly():
+    from knot_core.render_size import kv_bytes
+
+    dit, cfg = PRESETS["wan2.1-t2v-1.3b"], StreamConfig()
+    # README "Speed": 4.4 GiB of bf16 K/V at 480x832 (1.47 GiB each for keys, rotated keys, values)
+    assert abs(kv_bytes(dit, cfg, (60, 104), 2) / 2**30 - 4.4) < 0.05
+
+
+def test_a_model_with_adapters_render_cannot_feed_is_refused_not_dropped(files, tmp_path):
+    demo_model = Path(__file__).resolve().parents[1] / "knot_core" / "models" / "demo.safetensors"
+    with pytest.raises(InputError, match=r"driven by the \['motion'\] signal\(s\), which render has no input for"):
+        render(job({**files, "model": demo_model}, tmp_path / "d.mp4"))
+    assert not (tmp_path / "d.mp4").exists()
+
+
+def test_the_reference_size_rule_is_the_nodes(files, tmp_path):
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((48, 40, 3), np.uint8))
+    with pytest.raises(InputError, match="reference image is 40x48 px; a portrait needs at least 64 px"):
+        render(job({**files, "reference": small}, tmp_path / "s.mp4"))

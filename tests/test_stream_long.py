@@ -3,6 +3,7 @@
 import itertools
 import os
 
+import pytest
 import torch
 
 from knot_core.config import PRESETS, StreamConfig
@@ -15,6 +16,7 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.slow  # a long property run; CI runs it (.ci/run), `pytest -q` leaves it out
 def test_two_thousand_chunks_flat_memory_bounded_positions():
     torch.manual_seed(0)
     model = KnotDiT(PRESETS["tiny-noise-ref-mask"]).eval()

@@ -21,7 +21,10 @@ log = logging.getLogger(__name__)
 
 # Adapter modules that register themselves on import; looked up lazily so knot_core loads without them.
 KNOWN_ADAPTER_MODULES = {"avatar_audio": "knot_core.adapters.avatar_audio",
-                         "cross_attention": "knot_core.adapters.cross_attention"}
+                         "cross_attention": "knot_core.adapters.cross_attention",
+                         # the shipped demo model's own adapters (inspect/render of knot_core/models/demo.safetensors)
+                         "motion_cross_attention": "knot_core.demo",
+                         "motion_injection": "knot_core.demo"}
 
 
 @dataclass(frozen=True)
