@@ -21,13 +21,16 @@ class KnotForcingLive:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("recording",)
+    OUTPUT_TOOLTIPS = ("Path of the MP4 recording (empty when record is off).",)
     OUTPUT_NODE = True
     FUNCTION = "run"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (KNOT_MODEL,), "vae": (KNOT_VAE,), "reference": (KNOT_REFERENCE,),
+            "model": (KNOT_MODEL, {"tooltip": "A model driven by the 'motion' signal (the Demo Model) or by none."}),
+            "vae": (KNOT_VAE, {"tooltip": "Its VAE / codec: decodes each chunk as it is made."}),
+            "reference": (KNOT_REFERENCE, {"tooltip": "The portrait that comes alive (Encode Reference)."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
                              "tooltip": "Seeds the noise and head motion."}),
             "motion_amount": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.05,

@@ -55,16 +55,16 @@ def test_the_page_streams_a_mouth_that_follows_the_fake_microphone(tmp_path):
             result = json.loads(await page.evaluate(
                 "JSON.stringify({state: window.knotState, samples: window.knotSamples, "
                 "shown: document.getElementById('stats').textContent})"))
-            assert len(thread.server.entries[stream.id].peers) == 1
-            await page.evaluate("location.href = 'about:blank'")  # closing the page closes its connection
-            return result
+            peers = thread.server.entries[stream.id].peers
+            assert len(peers) == 1
+            await page.evaluate("location.href = 'about:blank'")  # leaving the page says goodbye (a beacon)
+            deadline = time.monotonic() + 15
+            while peers and time.monotonic() < deadline:  # the browser stays up until the server freed it
+                await asyncio.sleep(0.1)
+            return result, not peers
 
     try:
-        result = asyncio.run(run())
-        deadline = time.monotonic() + 10
-        while thread.server.entries[stream.id].peers and time.monotonic() < deadline:
-            time.sleep(0.1)
-        released = not thread.server.entries[stream.id].peers
+        result, released = asyncio.run(run())
     finally:
         stream.stop()
         thread.close()
