@@ -340,12 +340,36 @@ def run_demo(args: argparse.Namespace) -> int:
     return status
 
 
+def add_live(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("live", help="a live portrait: your microphone (browser) or a program (WebSocket) drives it",
+                       description="Starts the bundled demo model as a live stream and serves its page (WebRTC: "
+                                   "microphone in, video and audio out) and WebSocket API until Ctrl-C. Needs "
+                                   "aiortc and aiohttp.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=int, default=8390, help="port (default 8390; 0 picks a free one)")
+    p.add_argument("--record", metavar="PATH", help="also write what is streamed to this MP4 as it goes")
+    p.add_argument("--overwrite", action="store_true", help="let --record replace an existing file")
+    p.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds (default: run until Ctrl-C)")
+    p.add_argument("--portrait-seed", type=int, default=2026, help="which procedural identity to animate")
+    p.add_argument("--motion-amount", type=float, default=0.8, help="head motion amplitude, 0..1 (0: still head)")
+
+
+def run_live(args: argparse.Namespace) -> int:
+    from .live.demo import DemoLiveOptions, ServeOptions, serve_demo
+
+    demo = DemoLiveOptions(portrait_seed=args.portrait_seed, motion_amount=args.motion_amount)
+    serve_demo(ServeOptions(args.host, args.port, args.record, args.overwrite, args.seconds, demo), say=print)
+    return 0
+
+
 SUBCOMMANDS: list[tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = [
     (add_convert, run_convert),
     (add_inspect, run_inspect),
     (add_render, run_render),
     (add_batch, run_batch),
     (add_demo, run_demo),
+    (add_live, run_live),
 ]
 
 

@@ -202,6 +202,7 @@ class VideoWriter:
         self._audio_muxed = 0  # end (samples) of the audio packets in the file
         self._segment_start = 0  # frame at which the current encoders started
         self._segment: list[np.ndarray] = []  # uint8 frames [t, H, W, 3] given since then, one array per write
+        self._audio_base = 0  # input index of self._audio[:, 0]: append_audio drops what is in the file
         self._failed: str | None = None
         self._closed = False
 
@@ -294,6 +295,21 @@ class VideoWriter:
             self._failed = (f"an earlier write() was interrupted mid-chunk; {str(self._path)!r} holds the first "
                             f"{self._frames} frames and is playable. Start a new writer to continue.")
             raise
+
+    def append_audio(self, samples: Any) -> None:
+        """A live source: add audio [C, n] after what was given so far (write it before the frames it goes with).
+
+        Only the samples not yet in the file are kept (an encoder restart feeds again from there), so memory
+        stays flat over an unbounded recording."""
+        if self._audio is None:
+            raise InputError("append_audio needs a writer opened with audio (e.g. audio=np.zeros((1, 0))) and its "
+                             "sample_rate")
+        added = _check_audio(samples, self._sample_rate)
+        if added.shape[0] != self._audio.shape[0]:
+            raise InputError(f"append_audio got {added.shape[0]} channels; this writer has {self._audio.shape[0]}")
+        drop = max(0, min(self._audio_muxed - self._audio_base, self._audio.shape[1]))
+        self._audio = np.concatenate([self._audio[:, drop:], added], axis=1)
+        self._audio_base += drop
 
     def close(self) -> None:
         """Flush the encoders, write the audio tail (exact video duration) and close the file. Idempotent."""
@@ -429,7 +445,7 @@ class VideoWriter:
     def _audio_slice(self, start: int, count: int) -> np.ndarray:
         """Input samples [start, start + count) after the priming offset, zero-padded past the end."""
         out = np.zeros((self._audio.shape[0], count), np.float32)  # (C, count)
-        begin = start + AAC_PRIMING
+        begin = start + AAC_PRIMING - self._audio_base
         available = self._audio[:, begin : begin + count]
         out[:, : available.shape[1]] = available
         return out

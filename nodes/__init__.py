@@ -7,6 +7,7 @@ when a node runs.
 from __future__ import annotations
 
 from .demo_nodes import KnotForcingDemoModel, KnotForcingMotionSignal
+from .live_nodes import KnotForcingLive
 from .model_nodes import (
     KnotForcingEncodeReference,
     KnotForcingModelLoader,
@@ -38,6 +39,7 @@ NODE_CLASSES = {
     "KnotForcingStreamingSampler": (KnotForcingStreamingSampler, "Knot Forcing Streaming Sampler"),
     "KnotForcingDemoModel": (KnotForcingDemoModel, "Knot Forcing Demo Model (built in)"),
     "KnotForcingMotionSignal": (KnotForcingMotionSignal, "Knot Motion Signal (demo)"),
+    "KnotForcingLive": (KnotForcingLive, "Knot Forcing Live"),
 }
 
 NODE_CLASS_MAPPINGS = {name: cls for name, (cls, _) in NODE_CLASSES.items()}

@@ -116,7 +116,7 @@ def prepare(folder: Path, text: str) -> None:
 
 def test_the_readme_has_the_blocks_this_test_knows():
     kinds = [kind for kind, _, _ in blocks()]
-    assert kinds.count("python") == 3 and kinds.count("json") == 1 and kinds.count("bash") >= 4, kinds
+    assert kinds.count("python") == 4 and kinds.count("json") == 1 and kinds.count("bash") >= 4, kinds
     assert set(kinds) <= {"python", "bash", "json"}, kinds
 
 

@@ -275,3 +275,23 @@ def test_reader_errors_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="not a readable video"):
         count_frames(tmp_path / "junk.mp4")
     assert issubclass(OutputError, KnotError)
+
+
+def test_append_audio_makes_the_same_file_as_audio_given_up_front(tmp_path):
+    """A live source's audio, appended chunk by chunk, across encoder restarts (every 2 s): byte-identical output."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (125, 32, 32, 3), dtype=np.uint8)  # 5 s at 25 fps
+    audio = (0.3 * rng.standard_normal((1, 125 * 640))).astype(np.float32)  # 16 kHz
+    with VideoWriter(tmp_path / "whole.mp4", 25, audio=audio, sample_rate=16000) as whole:
+        for i in range(0, 125, 12):
+            whole.write(frames[i : i + 12])
+    live = VideoWriter(tmp_path / "live.mp4", 25, audio=np.zeros((1, 0), np.float32), sample_rate=16000)
+    with live:
+        for i in range(0, 125, 12):
+            live.append_audio(audio[:, i * 640 : (i + 12) * 640])
+            live.write(frames[i : i + 12])
+            assert live._audio.shape[1] < 2 * 12 * 640 + 4096  # only what is not in the file yet is kept
+    assert (tmp_path / "live.mp4").read_bytes() == (tmp_path / "whole.mp4").read_bytes()
+    with pytest.raises(InputError, match="channels"):
+        VideoWriter(tmp_path / "x.mp4", 25, audio=np.zeros((1, 0), np.float32),
+                    sample_rate=16000).append_audio(np.zeros((2, 10), np.float32))

@@ -151,3 +151,42 @@ app.registerExtension({
     };
   },
 });
+
+// Knot Forcing Live node: shows the live page's link (from the `knotforcing.live` event) inside the node.
+const LIVE = "KnotForcingLive";
+const links = new Map(); // node -> its link element
+
+function liveNodeFor(detail) {
+  if (!detail || detail.node === undefined || detail.node === null) return null;
+  const id = String(detail.node).split(":").pop(); // subgraph ids are "outer:inner"
+  return app.graph?.getNodeById?.(Number(id)) ?? app.graph?.getNodeById?.(id) ?? null;
+}
+
+app.registerExtension({
+  name: "knotforcing.live",
+  setup() {
+    api.addEventListener("knotforcing.live", (event) => {
+      const link = links.get(liveNodeFor(event?.detail));
+      const url = String(event?.detail?.url || "");
+      if (!link || !url.startsWith("http://127.0.0.1:")) return; // only our own local page
+      link.href = url;
+      link.textContent = "open the live page";
+      link.title = `WebSocket API: ${event.detail.ws}`;
+    });
+  },
+  nodeCreated(node) {
+    if (node?.comfyClass !== LIVE || typeof node.addDOMWidget !== "function") return;
+    const link = document.createElement("a");
+    link.target = "_blank";
+    link.rel = "noopener";
+    link.textContent = "(queue the prompt to go live)";
+    link.style.cssText = "display:block;padding:4px;color:#8cf;font-family:sans-serif;";
+    node.addDOMWidget("knotforcing_live", "knotforcing.live", link, { serialize: false, getMinHeight: () => 28 });
+    links.set(node, link);
+    const removed = node.onRemoved;
+    node.onRemoved = function () {
+      links.delete(node);
+      return removed?.apply(this, arguments);
+    };
+  },
+});

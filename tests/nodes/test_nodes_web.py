@@ -98,4 +98,4 @@ def test_web_folder_is_one_namespaced_extension():
     text = (ROOT / "web" / "knotforcing.js").read_text()
     assert "registerExtension" in text and "beforeRegisterNodeDef" not in text and ".prototype" not in text
     events = set(__import__("re").findall(r'"(knotforcing\.[a-z]+)"', text))
-    assert events == {"knotforcing.chunk", "knotforcing.done", "knotforcing.preview"}
+    assert events == {"knotforcing.chunk", "knotforcing.done", "knotforcing.preview", "knotforcing.live"}

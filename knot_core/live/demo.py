@@ -1,0 +1,76 @@
+"""The built-in demo model, live: the stream `python -m knot_core live` serves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..demo import DEMO_PORTRAIT_SEED, demo_reference, load_demo
+from ..engine.stream import StreamInputs
+from ..errors import InputError, KnotError
+from .driving import live_driving
+from .stream import LiveSettings, LiveStream
+
+
+@dataclass(frozen=True)
+class DemoLiveOptions:
+    portrait_seed: int = DEMO_PORTRAIT_SEED
+    motion_seed: int = 0  # head motion, blinks, brows
+    motion_amount: float = 0.8  # head motion amplitude; 0 = still head (the mouth and blinks still move)
+
+
+def demo_live_stream(options: DemoLiveOptions = DemoLiveOptions(), settings: LiveSettings | None = None) -> LiveStream:
+    """A live stream of the demo portrait (not started)."""
+    settings = settings or LiveSettings()
+    model, info, codec = load_demo()
+    _, reference = demo_reference(codec, options.portrait_seed)  # (1, 16, 1, 8, 8)
+    inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference)
+    driving = live_driving(model, seed=options.motion_seed, motion_amount=options.motion_amount, fps=settings.fps)
+    return LiveStream(model, info.stream_config(), inputs, codec, driving, settings)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8390
+    record: str | None = None  # MP4 path written as the stream goes
+    overwrite: bool = False
+    seconds: float | None = None  # None: until Ctrl-C
+    demo: DemoLiveOptions = DemoLiveOptions()
+
+
+def serve_demo(options: ServeOptions, say: Callable[[str], None]) -> None:
+    """Serve one live demo stream until Ctrl-C (or options.seconds); everything is stopped and closed on the way out.
+
+    `say` gets the lines a user reads (the CLI prints them)."""
+    from .recorder import LiveRecorder
+    from .server import LiveServer, require_server_modules, serve_forever
+
+    require_server_modules()
+    if options.demo.motion_amount < 0 or options.demo.motion_amount > 1:
+        raise InputError(f"motion amount {options.demo.motion_amount}; give 0..1 (the range the demo was trained on)")
+    server = LiveServer(options.host, options.port)
+    stream = demo_live_stream(options.demo)
+    recorder = LiveRecorder(stream, options.record, overwrite=options.overwrite) if options.record else None
+    stream.start()
+    try:
+        asyncio.run(serve_forever(server, [stream], options.seconds, on_ready=lambda: _announce(server, stream, say)))
+    except KeyboardInterrupt:
+        say("stopping (Ctrl-C)")
+    finally:
+        stream.stop()
+        if recorder is not None:
+            recorder.close()
+            say(f"recorded {recorder.frames_written} frames to {recorder.path}")
+    if stream.error is not None:
+        raise KnotError(f"the live stream failed: {stream.error}")
+
+
+def _announce(server, stream: LiveStream, say: Callable[[str], None]) -> None:
+    if server.host not in ("127.0.0.1", "localhost", "::1"):
+        say(f"warning: listening on {server.host}: anyone who can reach this machine and has the link can use it; "
+            "browsers only give the microphone to https or localhost pages")
+    say(f"live: open {server.url(stream)} (the microphone drives the portrait)")
+    say(f"program API: ws://127.0.0.1:{server.port}/knotforcing/live/{stream.id}/ws (16 kHz mono s16le PCM in, "
+        f"JPEG frames + PCM out); latency ~{stream.delay_s:.2f} s + network. Ctrl-C stops.")
