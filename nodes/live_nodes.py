@@ -10,7 +10,7 @@ from knot_core.errors import InputError
 from .host import host
 from .types import CATEGORY, KNOT_MODEL, KNOT_REFERENCE, KNOT_SETTINGS, KNOT_VAE, KnotSettings
 
-EVENT_LIVE = "knotforcing.live"  # {"node", "url", "ws"}: the page link, shown in the node by web/knotforcing_live.js
+EVENT_LIVE = "knotforcing.live"  # {"node", "url", "ws"}: the page link, shown in the node by web/knotforcing.js
 POLL_S = 0.2
 
 
