@@ -100,7 +100,7 @@ def test_inspect_into_a_closed_pipe_stops_quietly():
 def test_the_shipped_demo_model_has_its_adapters_attached(capsys):
     assert main(["inspect", str(DEMO_MODEL)]) == 0
     out = capsys.readouterr().out
-    assert "driving:      motion (motion_cross_attention), inject (motion_injection)\n" in out
+    assert "driving:      motion (motion_cross_attention)\n" in out
     assert "not installed" not in out
     _, info = load_dit(DEMO_MODEL, dtype="fp32")
-    assert [(a.name, a.attached) for a in info.adapters] == [("motion", True), ("inject", True)]
+    assert [(a.name, a.attached) for a in info.adapters] == [("motion", True)]  # driving only through cross-attention

@@ -21,6 +21,7 @@ pytest.importorskip("aiortc", reason="the live server needs aiortc (requirements
 
 import aiohttp  # noqa: E402
 
+from knot_core.demo import DEMO_SIZE  # noqa: E402
 from knot_core.live.demo import DemoLiveOptions, demo_live_stream  # noqa: E402
 from knot_core.live.protocol import decode_binary  # noqa: E402
 from knot_core.live.server import ServerThread  # noqa: E402
@@ -87,12 +88,12 @@ def test_a_program_pushes_audio_and_receives_paced_frames_with_audio(served):
             return hello, frames, audio, texts
 
     hello, frames, audio, texts = asyncio.run(run())
-    assert hello == {"type": "hello", "stream": streams[0].id, "fps": 25, "width": 64, "height": 64,
+    assert hello == {"type": "hello", "stream": streams[0].id, "fps": 25, "width": DEMO_SIZE, "height": DEMO_SIZE,
                      "audio": {"format": "s16le", "sample_rate": 16000, "channels": 1},
                      "delay_s": streams[0].delay_s}
     assert texts == []
     assert 40 <= len(frames) <= 80  # ~3 s at 25 fps, less the start-up delay
-    assert all(img.shape == (64, 64, 3) for _, img in frames)
+    assert all(img.shape == (DEMO_SIZE, DEMO_SIZE, 3) for _, img in frames)
     index = [h["index"] for h, _ in frames]
     assert index == list(range(index[0], index[0] + len(index)))
     shown = [h["input_sample"] for h, _ in frames if h["input_sample"] >= 0]
