@@ -67,18 +67,24 @@ console.log(JSON.stringify({ name: ext.name, widgets: widgets.map((w) => [w.name
 """
 
 
-@pytest.mark.skipif(NODE is None, reason="Node.js is not installed; the web extension test needs `node`")
-def test_preview_extension_handles_events_and_bad_input(tmp_path):
+def run_web_extension(tmp_path, app: str, api: str, harness: str) -> dict:
+    """Run web/knotforcing.js under Node with stand-ins for the frontend's app.js / api.js (the harness drives
+    it); returns the JSON the harness prints last."""
     (tmp_path / "scripts").mkdir()
-    (tmp_path / "scripts" / "app.js").write_text(APP)
-    (tmp_path / "scripts" / "api.js").write_text(API)
+    (tmp_path / "scripts" / "app.js").write_text(app)
+    (tmp_path / "scripts" / "api.js").write_text(api)
     ext = tmp_path / "extensions" / "knotforcing"
     ext.mkdir(parents=True)
     shutil.copy(ROOT / "web" / "knotforcing.js", ext / "knotforcing.js")
-    (tmp_path / "harness.mjs").write_text(HARNESS)
+    (tmp_path / "harness.mjs").write_text(harness)
     out = subprocess.run([NODE, "harness.mjs"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed; the web extension test needs `node`")
+def test_preview_extension_handles_events_and_bad_input(tmp_path):
+    got = run_web_extension(tmp_path, APP, API, HARNESS)
     assert got["name"] == "knotforcing.preview"
     assert got["widgets"] == [["knotforcing_preview", "knotforcing.preview", False]]
     seen = got["seen"]

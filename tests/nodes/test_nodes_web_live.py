@@ -3,12 +3,8 @@ widget, the `knotforcing.live` event fills it with the local page only, bad even
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-
 import pytest
-from test_nodes_web import API, APP, NODE, ROOT  # tests/nodes is on sys.path (no package)
+from test_nodes_web import API, APP, NODE, run_web_extension  # tests/nodes is on sys.path (no package)
 
 HARNESS = """
 class El { constructor(tag) { this.tag = tag; this.style = {}; this.textContent = ""; this.href = ""; } }
@@ -39,16 +35,7 @@ console.log(JSON.stringify({ widgets: widgets.map((w) => [w.name, w.type, w.opts
 
 @pytest.mark.skipif(NODE is None, reason="Node.js is not installed; the web extension test needs `node`")
 def test_live_link_widget_shows_only_the_local_page(tmp_path):
-    (tmp_path / "scripts").mkdir()
-    (tmp_path / "scripts" / "app.js").write_text(APP)
-    (tmp_path / "scripts" / "api.js").write_text(API)
-    ext = tmp_path / "extensions" / "knotforcing"
-    ext.mkdir(parents=True)
-    shutil.copy(ROOT / "web" / "knotforcing.js", ext / "knotforcing.js")
-    (tmp_path / "harness.mjs").write_text(HARNESS)
-    out = subprocess.run([NODE, "harness.mjs"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = run_web_extension(tmp_path, APP, API, HARNESS)
     assert got["widgets"] == [["knotforcing_live", "knotforcing.live", False]]
     assert got["seen"][0] == "(queue the prompt to go live)"
     assert got["seen"][1] == ""  # no event it could use set a link (a foreign URL included)
