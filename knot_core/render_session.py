@@ -2,7 +2,8 @@
 
 `load_job(job)` is the file front ends' half of the render path (the node's half is its sockets): it
 loads what a checked `RenderJob` names and hands it to `render_path.prepare`, which runs the checks and
-the length rule every front end shares. `mux_audio` and `read_image` are the file readers it uses.
+the length rule every front end shares. `read_image` reads the photo; the audio to mux comes from
+`audio.load_audio` + `audio.audio_for_mux`.
 """
 
 from __future__ import annotations
