@@ -135,6 +135,10 @@ def loudness_envelope(path: str | Path, fps: int = FPS) -> np.ndarray:
     return loudness_of(*decode_audio(path), fps=fps)
 
 
+LOUDNESS_RANGE_DB = 42.0  # this far below the loudest frame the mouth is closed ...
+LOUDNESS_OPEN_DB = 2.0  # ... and this far below it fully open (the live stream's causal version uses the same)
+
+
 def loudness_of(samples: np.ndarray, rate: int, fps: int = FPS) -> np.ndarray:
     """`loudness_envelope` of mono samples (N,) at `rate` Hz already in memory (e.g. a ComfyUI AUDIO)."""
     samples = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -148,8 +152,8 @@ def loudness_of(samples: np.ndarray, rate: int, fps: int = FPS) -> np.ndarray:
     # closed at 42 dB below the loudest frame, or at the clip's usual quiet level (10th percentile) when it
     # never gets that quiet: silence or a constant level has no syllables and keeps the mouth closed rather
     # than wide open (the old mapping was relative to the maximum alone)
-    floor = max(db.max() - 42.0, float(np.percentile(db, 10)))
-    env = np.clip((db - floor) / max(db.max() - 2.0 - floor, 10.0), 0.0, 1.0)
+    floor = max(db.max() - LOUDNESS_RANGE_DB, float(np.percentile(db, 10)))
+    env = np.clip((db - floor) / max(db.max() - LOUDNESS_OPEN_DB - floor, 10.0), 0.0, 1.0)
     return np.convolve(env, np.ones(2) / 2, mode="same").astype(np.float32)  # soften frame-to-frame jitter
 
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..motion import LOUDNESS_OPEN_DB, LOUDNESS_RANGE_DB
 
-LOUDNESS_RANGE_DB = 42.0  # as knot_core.motion.loudness_of: this far below the peak is a closed mouth
-LOUDNESS_SPAN_DB = 40.0  # ... and 2 dB below the peak is fully open
+LOUDNESS_SPAN_DB = LOUDNESS_RANGE_DB - LOUDNESS_OPEN_DB  # closed at the range below the peak, open near it
 PEAK_FLOOR_DB = -30.0  # the running peak never falls below this, so room noise alone keeps the mouth closed
 PEAK_DECAY_DB_PER_S = 3.0  # a loud moment stops setting the scale after ~10 s
 
