@@ -54,9 +54,11 @@ def test_livetalk_alignment_matches_livetalk(tiny_wav2vec2):
     assert signal.available_latent_frames() == n
     got = signal.latent_features(0, n)
     assert got.shape == ref.shape
-    # 3.6e-5 measured (rows of magnitude ~2.5): the conv front end's GroupNorm uses whole-clip statistics
-    # gathered in float64 blocks here and in float32 by torch; the AvatarForcing test bounds the same at 1e-4
-    assert (got - ref).abs().max() < 1e-4
+    # float32 rounding only, relative to the rows' size: measured 3.6e-5 on the bundled speech (rows up to 3.57)
+    # and 1.1e-4 on the noise used without ../shared (rows up to 3.14), i.e. 1.0e-5 and 3.5e-5 relative; the conv
+    # front end's GroupNorm takes whole-clip statistics in float64 blocks here, in float32 in torch. A row off by
+    # one frame differs by ~5.
+    assert (got - ref).abs().max() < 1e-4 * ref.abs().max()
     assert torch.equal(got[0], got[0][:1].expand(4, -1))  # latent 0: frame 0 four times, no zero row
     # chunked as the stream asks (3 latents at a time) gives the same rows
     assert torch.equal(torch.cat([signal.latent_features(s, 3) for s in (0, 3, 6, 9)]), got[:12])
