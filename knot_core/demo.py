@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from .adapters.cross_attention import CrossAttentionAdapter, CrossAttentionConfig
-from .config import DiTConfig, StreamConfig, latent_frames_for, video_frames_for
+from .config import FRAMES_PER_LATENT, DiTConfig, StreamConfig, latent_frames_for, video_frames_for
 from .demo_codec import CodecConfig, DemoCodec
 from .dit import KnotDiT
 from .errors import CheckpointError, InputError
@@ -57,13 +58,28 @@ DEMO_SAMPLER = SamplerDefaults(DEMO_STREAM, fps=FPS, resolution=(DEMO_SIZE, DEMO
 
 
 class MotionAdapter(CrossAttentionAdapter):
-    """The frame cross-attention adapter, saved under a registered type so our model file rebuilds it."""
+    """The frame cross-attention adapter, saved under a registered type so our model file rebuilds it.
+
+    With `row_positions`, each of a latent frame's 4 driving rows (its 4 video frames) gets a learned embedding
+    added to its token: attention alone is blind to the rows' order, and a latent holds its 4 frames in order (a
+    blink is over in 5 frames, so which of them are closed matters). Files written before it load without."""
 
     adapter_type = ADAPTER_TYPE
 
+    def __init__(self, cfg: CrossAttentionConfig, row_positions: bool = True):
+        super().__init__(cfg)
+        self.row_pos = nn.Parameter(torch.zeros(FRAMES_PER_LATENT, cfg.dim)) if row_positions else None
+
+    def encode(self, features: torch.Tensor) -> torch.Tensor:
+        tokens = super().encode(features)  # (B, F, rows, dim)
+        if self.row_pos is None:
+            return tokens
+        return tokens + self.row_pos[:tokens.shape[2]].to(tokens.dtype)
+
 
 def _adapter_config(data, dit: DiTConfig) -> CrossAttentionConfig:
-    return CrossAttentionConfig(**{**data, "blocks": tuple(data["blocks"])})
+    return CrossAttentionConfig(**{**{k: v for k, v in data.items() if k != "row_positions"},
+                                   "blocks": tuple(data["blocks"])})
 
 
 def _config_from_shapes(shapes, dit: DiTConfig) -> dict:
@@ -73,11 +89,13 @@ def _config_from_shapes(shapes, dit: DiTConfig) -> dict:
 def _config_of(module: MotionAdapter) -> dict:
     cfg = module.cfg
     return {"signal": cfg.signal, "feature_dim": cfg.feature_dim, "dim": cfg.dim, "num_heads": cfg.num_heads,
-            "blocks": list(cfg.blocks), "neighbourhood": cfg.neighbourhood, "eps": cfg.eps}
+            "blocks": list(cfg.blocks), "neighbourhood": cfg.neighbourhood, "eps": cfg.eps,
+            "row_positions": module.row_pos is not None}
 
 
 if ADAPTER_TYPE not in ADAPTER_REGISTRY:
-    register_adapter(AdapterSpec(ADAPTER_TYPE, lambda data, dit: MotionAdapter(_adapter_config(data, dit)),
+    register_adapter(AdapterSpec(ADAPTER_TYPE, lambda data, dit: MotionAdapter(
+        _adapter_config(data, dit), row_positions=bool(data.get("row_positions", False))),
                                  _config_from_shapes, _config_of))
 
 
@@ -95,7 +113,7 @@ def load_codec(path: str | Path = DEMO_CODEC) -> DemoCodec:
         raise CheckpointError(f"demo codec weights {path} are missing; reinstall the package or run "
                               "train/train_demo.py to make them")
     state = load_file(str(path))
-    codec = DemoCodec(CodecConfig(width=int(state["decoder.0.weight"].shape[0])))
+    codec = DemoCodec(CodecConfig.of_state(state))
     codec.load_state_dict(state, strict=True)
     return codec.eval().requires_grad_(False)
 

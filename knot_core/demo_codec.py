@@ -30,6 +30,17 @@ from .errors import InputError
 class CodecConfig:
     width: int = 64  # channels at the latent resolution; 3/4 then 1/2 of it at 2x and 4x, 12 (4 RGB frames) at 8x
     z_dim: int = LATENT_CHANNELS
+    decoder_width: int | None = None  # the decoder's own width (None: `width`); decoding detail costs more than encoding
+
+    @property
+    def dec_width(self) -> int:
+        return self.width if self.decoder_width is None else self.decoder_width
+
+    @classmethod
+    def of_state(cls, state: dict[str, Tensor]) -> CodecConfig:
+        """The config a saved state dict was built with (widths from its first encoder and decoder convs)."""
+        enc, dec = int(state["encoder.9.weight"].shape[1]), int(state["decoder.0.weight"].shape[0])
+        return cls(width=enc, decoder_width=None if dec == enc else dec)
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -80,6 +91,8 @@ class DemoCodec(nn.Module):
         channels = 3 * FRAMES_PER_LATENT
         self.encoder = nn.Sequential(Down(channels, w4), nn.SiLU(), Down(w4, w2), ResBlock(w2), nn.SiLU(),
                                      Down(w2, w), ResBlock(w), ResBlock(w), nn.SiLU(), _conv(w, cfg.z_dim))
+        w = cfg.dec_width
+        w2, w4 = 3 * w // 4, w // 2
         self.encoder_skip = nn.Conv2d(channels, cfg.z_dim, 1)  # 8x8 average colours straight into the latent
         self.decoder = nn.Sequential(_conv(2 * cfg.z_dim, w), ResBlock(w), ResBlock(w), Up(w, w2), ResBlock(w2),
                                      Up(w2, w4), ResBlock(w4), Up(w4, channels))

@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--width", type=int, default=64)
+    p.add_argument("--decoder-width", type=int, help="the decoder's width (default: --width)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--latent-noise", type=float, default=0.01, help="latent noise during training, times its std")
     p.add_argument("--decoder-only", type=Path, help="fine-tune this codec's decoder; encoder and stats frozen")
@@ -99,10 +100,14 @@ def main() -> None:
     videos = make_clips(args.clips, args.seed, 25).videos
     held_out = make_clips(8, args.seed + 1000, 25).videos
     log.info("rendered %d clips in %.0f s", len(videos), time.perf_counter() - started)
-    codec, rng = DemoCodec(CodecConfig(width=args.width)), np.random.default_rng(args.seed + 1)
-    trained = codec.parameters()
+    codec = DemoCodec(CodecConfig(width=args.width, decoder_width=args.decoder_width))
+    rng, trained = np.random.default_rng(args.seed + 1), codec.parameters()
     if args.decoder_only is not None:
-        codec.load_state_dict(load_file(str(args.decoder_only)), strict=True)
+        state = load_file(str(args.decoder_only))
+        if CodecConfig.of_state(state).dec_width != codec.cfg.dec_width:  # a new, wider decoder: start it fresh
+            state = {k: v for k, v in state.items() if not k.startswith("decoder")} | {
+                k: v for k, v in codec.state_dict().items() if k.startswith("decoder")}
+        codec.load_state_dict(state, strict=True)
         codec.encoder.requires_grad_(False)
         codec.encoder_skip.requires_grad_(False)
         trained = [*codec.decoder.parameters(), *codec.decoder_skip.parameters()]
@@ -130,6 +135,7 @@ def main() -> None:
     save(codec, args.out / "demo_codec.safetensors")
     record = {"command": f"PYTHONPATH=. python train/train_codec.py --out {args.out} --seed {args.seed} --clips "
               f"{args.clips} --steps {args.steps} --batch {args.batch} --width {args.width} --lr {args.lr} "
+              + (f"--decoder-width {args.decoder_width} " if args.decoder_width else "") +
               f"--latent-noise {args.latent_noise}"
               + (f" --decoder-only {args.decoder_only}" if args.decoder_only else ""),
               "wall_s": round(time.perf_counter() - started, 1), "held_out_psnr_db": psnrs,

@@ -141,7 +141,10 @@ def main() -> None:
     model = build_demo_model(args.seed)
     if args.init_from is not None:
         from knot_core.checkpoints import load_dit
-        model.load_state_dict(load_dit(args.init_from, dtype=torch.float32)[0].state_dict())
+        missing, unexpected = model.load_state_dict(load_dit(args.init_from, dtype=torch.float32)[0].state_dict(),
+                                                    strict=False)
+        if unexpected or any(not k.endswith("row_pos") for k in missing):  # row_pos: new, starts at zero
+            raise SystemExit(f"--init-from {args.init_from}: missing {missing}, unexpected {unexpected}")
     model.train()
     adapter = {id(q) for q in model.driving.parameters()}
     groups = [{"params": [q for q in model.parameters() if id(q) not in adapter]},
