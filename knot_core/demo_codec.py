@@ -30,7 +30,7 @@ from .errors import InputError
 class CodecConfig:
     width: int = 64  # channels at the latent resolution; 3/4 then 1/2 of it at 2x and 4x, 12 (4 RGB frames) at 8x
     z_dim: int = LATENT_CHANNELS
-    decoder_width: int | None = None  # the decoder's own width (None: `width`); decoding detail costs more than encoding
+    decoder_width: int | None = None  # the decoder's own width (None: `width`): decoding detail costs more
 
     @property
     def dec_width(self) -> int:
