@@ -37,15 +37,15 @@ from knot_core.quality_metrics import histogram_distance, mouth_darkness, psnr, 
 ROOT = Path(__file__).resolve().parents[1]
 MOUTH = PARAM_NAMES.index("mouth_open")
 # Thresholds on the shipped weights, from the decoded MP4 of a 20 s render (measured on the 2-core CPU;
-# ground truth in brackets). Blinks are not followed (r = 0.005 [0.93]), so no blink threshold is asserted.
-MIN_MOUTH_R = 0.15  # measured 0.26 [0.99]
-MIN_HEAD_R = 0.7  # head x: measured 0.87 [0.81; the skin centroid is a rough measure]
-MAX_IDENTITY = 1.2  # colour-histogram distance to the reference in the 20th second: 0.97 [0.10; another face 1.78]
-MIN_SHARPNESS = 0.5  # mean |Laplacian| of the last 100 frames over the ground truth's: 0.59 [codec round trip 0.67]
-MIN_MOUTH_CHANGE = 2.0  # held open vs closed, mouth-box darkening: 3.96 grey levels [33.8]
-# the issue asks >= 30 dB; the shipped codec measures 29.37 here (29.35 on held-out clips): not met, and this
-# guards what it reaches
-MIN_CODEC_PSNR = 29.0
+# ground truth in brackets). Blinks are not followed (eye-box r = -0.13 [-0.93]), so no blink threshold is asserted.
+MIN_MOUTH_R = 0.6  # measured 0.74 [0.99]
+MIN_HEAD_R = 0.85  # head x: measured 0.975 [0.81; the skin centroid is a rough measure]
+MAX_IDENTITY = 1.2  # colour-histogram distance to the reference in the 20th second: 1.06 [0.10; another face 1.85]
+MIN_SHARPNESS = 0.5  # mean |Laplacian| of the last 100 frames over the ground truth's: 0.60 [codec round trip 0.78]
+MIN_MOUTH_CHANGE = 7.0  # held open vs closed, mouth-box darkening: 11.2 grey levels [33.8]
+# the issue's bar; the shipped codec measures 30.82 dB here (30.77 on the held-out clips of train_codec.py seed 2,
+# 29.93 averaged over 64 other held-out clips: README)
+MIN_CODEC_PSNR = 30.0
 
 
 def read_video(path: Path) -> tuple[np.ndarray, bool]:
@@ -134,7 +134,7 @@ def test_long_render_keeps_the_identity(long_render):
     last = video[-25:]  # the 20th second
     ours, theirs = histogram_distance(last, reference).mean(), histogram_distance(last, other).mean()
     assert ours < MAX_IDENTITY, f"colour-histogram distance to the reference {ours:.3f}"
-    assert theirs > 1.5 * ours  # nearer this portrait than another face (measured 1.78 vs 0.97)
+    assert theirs > 1.5 * ours  # nearer this portrait than another face (measured 1.85 vs 1.06)
 
 
 def test_video_follows_the_driving(long_render):
