@@ -85,7 +85,7 @@ class TrainingMemory(CachedMemory):
     def anchor_reference(self, x_in: Tensor, t: Tensor) -> None:
         assert self.kv.anchor_frames == 1 and x_in.shape[2] == 1
         self.anchor = GradAnchor(self.kv)
-        zero = torch.zeros(1, dtype=torch.float64)
+        zero = torch.zeros(1, dtype=torch.float64, device=x_in.device)
         self.model(x_in, t, frame_positions=zero, text_kv=self.text_kv, context=self.anchor)
         self.kv.anchor_filled = 1
 
@@ -112,8 +112,8 @@ class StepResult:
     chunk_losses: list[float]
 
 
-def _timesteps(value: float, batch: int, frames: int) -> Tensor:
-    return torch.full((batch, frames), value, dtype=torch.float64)
+def _timesteps(value: float, batch: int, frames: int, device: torch.device) -> Tensor:
+    return torch.full((batch, frames), value, dtype=torch.float64, device=device)
 
 
 def denoise_with_grad(memory: TrainingMemory, sched: FlowSchedule, cfg: StreamConfig, noise: NoiseSource,
@@ -122,23 +122,24 @@ def denoise_with_grad(memory: TrainingMemory, sched: FlowSchedule, cfg: StreamCo
     """knot_core.engine.sampler.denoise_chunk with step `grad_step` run with gradients.
     Returns (fused x0 as inference makes it, the graph-carrying x0 prediction of step grad_step)."""
     b, _, frames, h, w = known.latent.shape
+    device = known.latent.device
     ts = [sched.warp(s) for s in cfg.steps]
-    sigmas = [sched.sigma(_timesteps(t, b, frames)) for t in ts]
-    x = start_noise(known, sigmas[0], noise.draw((b, LATENT_CHANNELS, frames, h, w), "cpu"))
+    sigmas = [sched.sigma(_timesteps(t, b, frames, device)) for t in ts]
+    x = start_noise(known, sigmas[0], noise.draw((b, LATENT_CHANNELS, frames, h, w), device))
     dcfg, pred = memory.model.cfg, None
     for j, t in enumerate(ts):
         x_in = model_input(dcfg, x, known, reference)
         if j == grad_step:
-            pred = predict_x0(x, memory.predict_with_grad(x_in, _timesteps(t, b, frames), first_frame, visible,
-                                                          driving), sigmas[j])
+            t_in = _timesteps(t, b, frames, device)
+            pred = predict_x0(x, memory.predict_with_grad(x_in, t_in, first_frame, visible, driving), sigmas[j])
             x0 = pred.detach()
         else:
             with torch.no_grad():
-                x0 = predict_x0(x, memory.predict(x_in, _timesteps(t, b, frames), first_frame, visible, driving),
-                                sigmas[j])
+                t_in = _timesteps(t, b, frames, device)
+                x0 = predict_x0(x, memory.predict(x_in, t_in, first_frame, visible, driving), sigmas[j])
         if j + 1 == len(ts):
             return known.fuse_final(x0), pred
-        x = renoise(known.pin(x0), sigmas[j + 1], noise.draw((b, LATENT_CHANNELS, frames, h, w), "cpu"))
+        x = renoise(known.pin(x0), sigmas[j + 1], noise.draw((b, LATENT_CHANNELS, frames, h, w), device))
     raise AssertionError("unreachable: steps is never empty")
 
 
@@ -151,8 +152,9 @@ def rollout_loss(model, cfg: StreamConfig, clips: ClipBatch, chunks: int, gen: t
     state = StreamState(memory=memory, noise=noise, ref_index=cfg.ahead_init, next_frame=clips.start)
     ref = clips.reference
     if cfg.uses_reference_anchor:
-        memory.anchor_reference(model_input(model.cfg, ref, reference_known(ref), ref), _timesteps(0.0, b, 1))
-    like = torch.zeros(b, LATENT_CHANNELS, 1, h, w)
+        memory.anchor_reference(model_input(model.cfg, ref, reference_known(ref), ref),
+                                _timesteps(0.0, b, 1, ref.device))
+    like = torch.zeros(b, LATENT_CHANNELS, 1, h, w, device=ref.device)
     total, losses = 0.0, []
     for _ in range(chunks):
         i = state.next_frame

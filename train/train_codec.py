@@ -58,7 +58,8 @@ def step_loss(codec: DemoCodec, x: torch.Tensor, latent_noise: float) -> torch.T
 
 @torch.no_grad()
 def set_latent_stats(codec: DemoCodec, videos: np.ndarray) -> None:
-    raw = torch.cat([codec.encode_raw(to_video(videos[i:i + 16])) for i in range(0, len(videos), 16)])
+    raw = torch.cat([codec.encode_raw(to_video(videos[i:i + 16]).to(codec.device))
+                     for i in range(0, len(videos), 16)])
     codec.latent_mean.copy_(raw.mean(dim=(0, 2, 3, 4)))
     codec.latent_std.copy_(raw.std(dim=(0, 2, 3, 4)))
 
@@ -66,7 +67,7 @@ def set_latent_stats(codec: DemoCodec, videos: np.ndarray) -> None:
 @torch.no_grad()
 def round_trip_psnr(codec: DemoCodec, videos: np.ndarray) -> float:
     """PSNR (dB) of the uint8 round trip of whole clips (N, 1+4k, H, W, 3)."""
-    x = to_video(videos)
+    x = to_video(videos).to(codec.device)
     y = codec.decode(codec.encode(x))
     y8 = ((y.clamp(-1, 1) + 1) * 127.5).round()
     mse = (y8 - (x + 1) * 127.5).pow(2).mean().item()
@@ -91,6 +92,7 @@ def main() -> None:
     p.add_argument("--latent-noise", type=float, default=0.01, help="latent noise during training, times its std")
     p.add_argument("--decoder-only", type=Path, help="fine-tune this codec's decoder; encoder and stats frozen")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="torch device to train on (cuda: untested so far, no GPU was lent)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -100,7 +102,7 @@ def main() -> None:
     videos = make_clips(args.clips, args.seed, 25).videos
     held_out = make_clips(8, args.seed + 1000, 25).videos
     log.info("rendered %d clips in %.0f s", len(videos), time.perf_counter() - started)
-    codec = DemoCodec(CodecConfig(width=args.width, decoder_width=args.decoder_width))
+    codec = DemoCodec(CodecConfig(width=args.width, decoder_width=args.decoder_width)).to(args.device)
     rng, trained = np.random.default_rng(args.seed + 1), codec.parameters()
     if args.decoder_only is not None:
         state = load_file(str(args.decoder_only))
@@ -115,7 +117,7 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     losses, psnrs = [], []
     for step in range(args.steps):
-        loss = step_loss(codec, crops(videos, args.batch, rng), args.latent_noise)
+        loss = step_loss(codec, crops(videos, args.batch, rng).to(args.device), args.latent_noise)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)

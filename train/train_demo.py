@@ -125,6 +125,7 @@ def main() -> None:
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--init-from", type=Path, help="continue from this demo.safetensors")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="torch device to train on (cuda: untested so far, no GPU was lent)")
     args = p.parse_args()
     if args.codec is None and not args.render_only:
         p.error("--codec is required (the stage-1 demo_codec.safetensors from train/train_codec.py)")
@@ -136,7 +137,7 @@ def main() -> None:
     log.info("rendered %d clips in %.0f s", args.clips, time.perf_counter() - started)
     if args.render_only:
         return
-    data = encode_clips(load_codec(args.codec), data, args.region_weight)
+    data = {k: v.to(args.device) for k, v in encode_clips(load_codec(args.codec), data, args.region_weight).items()}
     log.info("encoded %d clips in %.0f s", args.clips, time.perf_counter() - started)
     model = build_demo_model(args.seed)
     if args.init_from is not None:
@@ -145,7 +146,7 @@ def main() -> None:
                                                     strict=False)
         if unexpected or any(not k.endswith("row_pos") for k in missing):  # row_pos: new, starts at zero
             raise SystemExit(f"--init-from {args.init_from}: missing {missing}, unexpected {unexpected}")
-    model.train()
+    model.to(args.device).train()
     adapter = {id(q) for q in model.driving.parameters()}
     groups = [{"params": [q for q in model.parameters() if id(q) not in adapter]},
               {"params": list(model.driving.parameters())}]
