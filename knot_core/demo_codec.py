@@ -91,9 +91,9 @@ class DemoCodec(nn.Module):
         channels = 3 * FRAMES_PER_LATENT
         self.encoder = nn.Sequential(Down(channels, w4), nn.SiLU(), Down(w4, w2), ResBlock(w2), nn.SiLU(),
                                      Down(w2, w), ResBlock(w), ResBlock(w), nn.SiLU(), _conv(w, cfg.z_dim))
+        self.encoder_skip = nn.Conv2d(channels, cfg.z_dim, 1)  # 8x8 average colours straight into the latent
         w = cfg.dec_width
         w2, w4 = 3 * w // 4, w // 2
-        self.encoder_skip = nn.Conv2d(channels, cfg.z_dim, 1)  # 8x8 average colours straight into the latent
         self.decoder = nn.Sequential(_conv(2 * cfg.z_dim, w), ResBlock(w), ResBlock(w), Up(w, w2), ResBlock(w2),
                                      Up(w2, w4), ResBlock(w4), Up(w4, channels))
         self.decoder_skip = nn.Conv2d(2 * cfg.z_dim, channels, 1)  # coarse colours, upsampled bilinearly
