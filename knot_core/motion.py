@@ -39,15 +39,20 @@ class MotionSequence:
 
     Each channel is a sum of three sinusoids with seeded frequencies (slow for the head, faster for the
     mouth) and phases, scaled by `amount`; num_frames None means unbounded. Blinks fall at a seeded random
-    time in each 3 s slot. `idle` (0 = none) scales a seeded idle head motion (IDLE_GAIN, four sinusoids of
+    time in each `blink_interval` slot (3 s; training clips may use shorter ones to see more blinks).
+    `idle` (0 = none) scales a seeded idle head motion (IDLE_GAIN, four sinusoids of
     0.3-1.2 Hz per channel) that `frames` (what is drawn) contains and `signal_frames` (what the driving
     signal gives the model) leaves out: motion a model must carry across chunk boundaries itself.
     """
 
     def __init__(self, seed: int, num_frames: int | None = None, fps: int = FPS, amount: float = 1.0,
-                 mouth: SpeechMouth | None = None, idle: float = 0.0):
+                 mouth: SpeechMouth | None = None, idle: float = 0.0, blink_interval: float = BLINK_INTERVAL):
         if num_frames is not None and num_frames < 1:
             raise InputError(f"num_frames={num_frames}; a driving sequence needs >= 1 frame (or None: unbounded)")
+        if not blink_interval * fps > 2 * BLINK_FRAMES:
+            raise InputError(f"blink_interval={blink_interval} s; give more than {2 * BLINK_FRAMES / fps:.2f} s "
+                             "(a blink takes 5 frames)")
+        self.blink_interval = float(blink_interval)
         self.seed, self.num_frames, self.fps, self.amount, self.mouth = int(seed), num_frames, fps, amount, mouth
         rng = np.random.default_rng([self.seed, 11])
         # Hz per channel: head 0.05-0.4, mouth 1.5-5 (syllables), brows 0.1-0.6
@@ -110,7 +115,7 @@ class MotionSequence:
             i += count
 
     def _blink(self, index: int) -> float:
-        slot_len = int(BLINK_INTERVAL * self.fps)
+        slot_len = int(self.blink_interval * self.fps)
         slot = index // slot_len
         if self._blink_slot[0] != slot:  # one seeded draw per slot, kept while frames of that slot are asked
             offset = int(np.random.default_rng([self.seed, 13, slot]).integers(0, slot_len - BLINK_FRAMES))

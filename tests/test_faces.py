@@ -171,3 +171,14 @@ def test_silence_and_a_constant_level_keep_the_mouth_closed():
 def test_missing_audio_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         loudness_envelope(tmp_path / "nope.wav")
+
+
+def test_blink_interval_sets_one_blink_per_slot_and_defaults_to_every_render():
+    rows = MotionSequence(4, 1500).frames(0, 1500)
+    assert np.array_equal(rows, MotionSequence(4, 1500, blink_interval=3.0).frames(0, 1500))
+    onsets = np.diff((MotionSequence(4, 1500, blink_interval=1.0).frames(0, 1500)[:, 7] > 0.5).astype(int)) == 1
+    assert 58 <= onsets.sum() <= 60  # one per 1 s slot over 60 s (a slot's blink may straddle the clip's end)
+    others = MotionSequence(4, 1500, blink_interval=1.0).frames(0, 1500)
+    assert np.array_equal(np.delete(others, 7, 1), np.delete(rows, 7, 1))  # only the blinks change
+    with pytest.raises(InputError, match="blink_interval"):
+        MotionSequence(4, 100, blink_interval=0.3)

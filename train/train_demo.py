@@ -37,7 +37,7 @@ from rollout import ClipBatch, rollout_loss
 
 from knot_core.config import StreamConfig
 from knot_core.demo import DEMO_SAMPLER, DEMO_SIZE, DEMO_STREAM, build_demo_model, load_codec
-from knot_core.faces import DrivingFrame, Portrait, regions
+from knot_core.faces import PARAM_NAMES, DrivingFrame, Portrait, regions
 from knot_core.model_file import SamplerDefaults, save_knot_model
 from knot_core.signals.base import wan_video_frames_of_latent
 
@@ -46,6 +46,7 @@ CHUNKS = 6
 CLIP_LATENTS = CHUNKS * DEMO_STREAM.chunk_len + DEMO_STREAM.knot_len + 1  # +1: fixed_anchor skips clip latent 0
 MODES = ("knot", "k0", "fixed_anchor")
 FIXED_ANCHOR_SPAN = 2500  # latents of a 10,000-frame render
+BLINK = PARAM_NAMES.index("blink")
 
 
 def mode_config(mode: str) -> StreamConfig:
@@ -53,17 +54,18 @@ def mode_config(mode: str) -> StreamConfig:
             "fixed_anchor": DEMO_STREAM.replace(running_ahead=False)}[mode]
 
 
-def rendered_clips(n: int, seed: int, latents: int, cache: Path | None) -> dict[str, np.ndarray]:
+def rendered_clips(n: int, seed: int, latents: int, cache: Path | None,
+                   blink_interval: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
     """n rendered clips (videos, signal rows, references, mouth/eye cells per frame), from `cache` if it holds
     exactly these (rendering is a few minutes of the CPU budget; the codec can change, the clips do not)."""
-    key = np.array([n, seed, latents])
+    key = np.array([n, seed, latents] + ([] if blink_interval is None else list(blink_interval)))
     if cache is not None and cache.is_file():
         with np.load(cache) as f:
-            if np.array_equal(f["key"], key):
+            if f["key"].shape == key.shape and np.allclose(f["key"], key):
                 return dict(f)
     frames, parts = 1 + 4 * (latents - 1), {"videos": [], "signal": [], "references": [], "cells": []}
     for block in range(0, n, 50):
-        clips = make_clips(min(50, n - block), seed * 100_003 + block, frames)
+        clips = make_clips(min(50, n - block), seed * 100_003 + block, frames, blink_interval=blink_interval)
         parts["videos"].append(clips.videos)
         parts["signal"].append(clips.signal)
         parts["references"].append(clips.references)
@@ -75,14 +77,23 @@ def rendered_clips(n: int, seed: int, latents: int, cache: Path | None) -> dict[
 
 
 @torch.no_grad()
-def encode_clips(codec, data: dict[str, np.ndarray], region_weight: float) -> dict[str, torch.Tensor]:
-    """Ground-truth latents of the rendered clips (by the codec, in blocks), their driving and loss weights."""
+def encode_clips(codec, data: dict[str, np.ndarray], region_weight: float,
+                 blink_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """Ground-truth latents of the rendered clips (by the codec, in blocks), their driving and loss weights:
+    1 + region_weight on mouth/eye cells, that times 1 + blink_weight in latents where an eye closes (a rare
+    event whose few cells the mean loss otherwise hardly sees)."""
     latents = 1 + (data["videos"].shape[1] - 1) // 4
     idx = np.array([wan_video_frames_of_latent(k) for k in range(latents)])  # (L, 4)
     lat = torch.cat([codec.encode(to_video(data["videos"][i:i + 16])) for i in range(0, len(data["videos"]), 16)])
     cells = torch.from_numpy(data["cells"][:, idx].any(2)).float()[:, None]  # (N, 1, L, h, w)
     return {"latents": lat, "reference": codec.encode(to_video(data["references"][:, None])),
-            "features": torch.from_numpy(data["signal"])[:, idx], "weight": 1 + region_weight * cells}
+            "features": torch.from_numpy(data["signal"])[:, idx], "weight": 1 + region_weight * cells * (
+                1 + blink_weight * blinking(data["signal"][:, idx]))}
+
+
+def blinking(features: np.ndarray) -> torch.Tensor:
+    """(N, 1, L, 1, 1) 1.0 where a latent's driving rows (N, L, 4, P) have an eye partly closed."""
+    return torch.from_numpy((features[..., BLINK] > 0.1).any(2)).float()[:, None, :, None, None]
 
 
 def region_cells(portraits: list[Portrait], drawn: np.ndarray) -> np.ndarray:
@@ -116,11 +127,15 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="initialisation, clip sampling and noise")
     p.add_argument("--data-seed", type=int, default=0, help="which clips are rendered")
     p.add_argument("--clips", type=int, default=500)
+    p.add_argument("--blink-interval", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="seconds between blinks, drawn per clip (default 3, as every render)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--adapter-lr-mult", type=float, default=5.0)
     p.add_argument("--region-weight", type=float, default=4.0)
+    p.add_argument("--blink-weight", type=float, default=0.0,
+                   help="extra loss weight on the mouth/eye cells of latents with a blink (x (1 + this))")
     p.add_argument("--teacher-steps", type=int, default=300)
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--init-from", type=Path, help="continue from this demo.safetensors")
@@ -133,11 +148,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     cfg = mode_config(args.mode)
-    data = rendered_clips(args.clips, args.data_seed, CLIP_LATENTS, args.cache)
+    data = rendered_clips(args.clips, args.data_seed, CLIP_LATENTS, args.cache,
+                          None if args.blink_interval is None else tuple(args.blink_interval))
     log.info("rendered %d clips in %.0f s", args.clips, time.perf_counter() - started)
     if args.render_only:
         return
-    data = {k: v.to(args.device) for k, v in encode_clips(load_codec(args.codec), data, args.region_weight).items()}
+    data = {k: v.to(args.device) for k, v in encode_clips(load_codec(args.codec), data, args.region_weight,
+                                                                  args.blink_weight).items()}
     log.info("encoded %d clips in %.0f s", args.clips, time.perf_counter() - started)
     model = build_demo_model(args.seed)
     if args.init_from is not None:
@@ -176,7 +193,8 @@ def main() -> None:
             save_knot_model(model.eval(), args.out / "demo.safetensors", sampler=sampler)
             model.train()
     record = {"command": "PYTHONPATH=. python train/train_demo.py " + " ".join(
-                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+                  f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                  for k, v in vars(args).items() if v is not None),
               "wall_s": round(time.perf_counter() - started, 1),
               "loss_curve": [round(float(np.mean(losses[i:i + 50])), 5) for i in range(0, len(losses), 50)],
               "self_rollout_loss_per_chunk_last_50": np.round(np.mean(chunk_curve[-50:], 0), 5).tolist()

@@ -1,0 +1,32 @@
+"""train/demo_data.py and train_demo's loss weights: the blink options change only what they say."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+
+from demo_data import make_clips  # noqa: E402
+from train_demo import BLINK, blinking  # noqa: E402
+
+
+def test_blink_interval_adds_blinks_and_keeps_everything_else():
+    plain, rich = make_clips(3, 5, 121, size=32), make_clips(3, 5, 121, size=32, blink_interval=(0.6, 1.0))
+    assert np.array_equal(plain.references, rich.references)  # same identities and poses, drawn alike
+    assert np.array_equal(np.delete(plain.signal, BLINK, 2), np.delete(rich.signal, BLINK, 2))
+    assert np.array_equal(make_clips(3, 5, 121, size=32).videos, plain.videos)  # the default stays seeded
+    closed = [(c.signal[:, :, BLINK] > 0.5).mean() for c in (plain, rich)]
+    assert closed[1] > 2.5 * closed[0]  # 0.6-1 s slots instead of 3 s
+
+
+def test_blinking_marks_latents_whose_rows_close_an_eye():
+    features = np.zeros((2, 5, 4, 9), np.float32)
+    features[0, 2, 3, BLINK] = 0.3
+    features[1, 4, 0, BLINK] = 0.05  # below the threshold: an eye that is all but open
+    marks = blinking(features)
+    assert marks.shape == (2, 1, 5, 1, 1)
+    assert torch.equal(marks[:, 0, :, 0, 0], torch.tensor([[0, 0, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.float32))
