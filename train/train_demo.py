@@ -194,7 +194,7 @@ def main() -> None:
             model.train()
     record = {"command": "PYTHONPATH=. python train/train_demo.py " + " ".join(
                   f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                  for k, v in vars(args).items() if v is not None),
+                  for k, v in vars(args).items() if v is not None and not isinstance(v, bool)),
               "wall_s": round(time.perf_counter() - started, 1),
               "loss_curve": [round(float(np.mean(losses[i:i + 50])), 5) for i in range(0, len(losses), 50)],
               "self_rollout_loss_per_chunk_last_50": np.round(np.mean(chunk_curve[-50:], 0), 5).tolist()
