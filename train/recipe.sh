@@ -27,27 +27,23 @@ for m in knot k0 fixed_anchor; do
       --seed 4 --cache "$R/clips.npz" --steps 2000 --batch 4 --teacher-steps 1400 --lr 5e-4 --region-weight 8 \
       --save-every 100 --init-from "$R/${m}_p3/demo.safetensors"
 done
-# phase 5: 400 new clips (data seed 1) in which each clip blinks every 0.6-2.4 s instead of every 3 s, and the
-# mouth/eye cells of latents where an eye closes weigh 1 + 3 times more: a blink is 5 frames in 75 at 3 s, too
-# rare for the loss to see (the driving row says when it happens, so no prior the model relies on changes)
-python train/train_demo.py --render-only --out "$R/knot_p5" --clips 400 --data-seed 1 --blink-interval 0.6 2.4 \
-    --cache "$R/clips_blink.npz"
-for m in knot k0 fixed_anchor; do
-  python train/train_demo.py --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p5" --mode $m --clips 400 \
-      --data-seed 1 --blink-interval 0.6 2.4 --cache "$R/clips_blink.npz" --seed 6 --steps 1500 --batch 4 \
-      --teacher-steps 500 --lr 3e-4 --region-weight 8 --blink-weight 3 --save-every 100 \
-      --init-from "$R/${m}_p4/demo.safetensors"
-done
-# phase 6: 1,200 more new clips (data seed 2, blink-rich as phase 5): the model overfits 400 clips (phase 4's
-# self-rollout loss 0.216 on its training clips, 0.255 on 100 held-out ones)
-python train/train_demo.py --render-only --out "$R/knot_p6" --clips 1200 --data-seed 2 --blink-interval 0.6 2.4 \
-    --cache "$R/clips_blink2.npz"
-for m in knot k0 fixed_anchor; do
-  python train/train_demo.py --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p6" --mode $m --clips 1200 \
-      --data-seed 2 --blink-interval 0.6 2.4 --cache "$R/clips_blink2.npz" --seed 7 --steps 1500 --batch 4 \
-      --teacher-steps 500 --lr 3e-4 --region-weight 8 --blink-weight 3 --save-every 100 \
-      --init-from "$R/${m}_p5/demo.safetensors"
-done
+# phases 5 and 6: new clips (400 at data seed 1, then 1,200 at data seed 2) in which each clip blinks every
+# 0.6-2.4 s instead of every 3 s, and the mouth/eye cells of latents where an eye closes weigh 1 + 3 times more:
+# a blink is 5 frames in 75 at 3 s, too rare for the loss to see (the driving row says when it happens, so no
+# prior the model relies on changes); new clips because the model overfits 400 (phase 4's self-rollout loss
+# 0.216 on its training clips, 0.255 on 100 held-out ones: train/heldout_loss.py)
+blink_phase() {  # phase clips data_seed seed previous_phase
+  python train/train_demo.py --render-only --out "$R/knot_p$1" --clips "$2" --data-seed "$3" \
+      --blink-interval 0.6 2.4 --cache "$R/clips_blink_p$1.npz"
+  for m in knot k0 fixed_anchor; do
+    python train/train_demo.py --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p$1" --mode $m \
+        --clips "$2" --data-seed "$3" --blink-interval 0.6 2.4 --cache "$R/clips_blink_p$1.npz" --seed "$4" \
+        --steps 1500 --batch 4 --teacher-steps 500 --lr 3e-4 --region-weight 8 --blink-weight 3 \
+        --save-every 100 --init-from "$R/${m}_p$5/demo.safetensors"
+  done
+}
+blink_phase 5 400 1 6 4
+blink_phase 6 1200 2 7 5
 echo "ship: $R/codec_w128/demo_codec.safetensors -> demo_codec.safetensors, $R/knot_p6/demo.safetensors -> \
 demo.safetensors, $R/k0_p6/demo.safetensors -> demo_k0.safetensors, \
 $R/fixed_anchor_p6/demo.safetensors -> demo_fixed_anchor.safetensors"
