@@ -51,7 +51,7 @@ class MotionSequence:
             raise InputError(f"num_frames={num_frames}; a driving sequence needs >= 1 frame (or None: unbounded)")
         if not blink_interval * fps > 2 * BLINK_FRAMES:
             raise InputError(f"blink_interval={blink_interval} s; give more than {2 * BLINK_FRAMES / fps:.2f} s "
-                             "(a blink takes 5 frames)")
+                             f"(a blink takes {BLINK_FRAMES} frames, a slot at least twice that)")
         self.blink_interval = float(blink_interval)
         self.seed, self.num_frames, self.fps, self.amount, self.mouth = int(seed), num_frames, fps, amount, mouth
         rng = np.random.default_rng([self.seed, 11])

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from rollout import rollout_loss
-from train_demo import CLIP_LATENTS, encode_clips, mode_config, rendered_clips, sample
+from train_demo import CHUNKS, CLIP_LATENTS, MODES, encode_clips, mode_config, rendered_clips, sample
 
 from knot_core.checkpoints import load_dit
 from knot_core.demo import load_codec
@@ -29,7 +29,7 @@ def losses(model, data: dict, mode: str, teacher: bool, draws: int = 4, batch: i
         gen = torch.Generator().manual_seed(draw)
         with torch.no_grad():
             clips = sample(data, cfg, mode, batch, gen, teacher)
-            per_chunk.append(rollout_loss(model, cfg, clips, 6, gen).chunk_losses)
+            per_chunk.append(rollout_loss(model, cfg, clips, CHUNKS, gen).chunk_losses)
     return np.mean(per_chunk, 0)
 
 
@@ -37,7 +37,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--codec", type=Path, required=True, help="the stage-1 demo_codec.safetensors")
-    p.add_argument("--mode", default="knot", choices=("knot", "k0", "fixed_anchor"))
+    p.add_argument("--mode", default="knot", choices=MODES)
     p.add_argument("--train-cache", type=Path, required=True)
     p.add_argument("--train-clips", type=int, default=400)
     p.add_argument("--train-seed", type=int, default=0)

@@ -39,6 +39,7 @@ from knot_core.config import StreamConfig
 from knot_core.demo import DEMO_SAMPLER, DEMO_SIZE, DEMO_STREAM, build_demo_model, load_codec
 from knot_core.faces import PARAM_NAMES, DrivingFrame, Portrait, regions
 from knot_core.model_file import SamplerDefaults, save_knot_model
+from knot_core.motion import BLINK_FRAMES, FPS
 from knot_core.signals.base import wan_video_frames_of_latent
 
 log = logging.getLogger("train_demo")
@@ -142,6 +143,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="torch device to train on (cuda: untested so far, no GPU was lent)")
     args = p.parse_args()
+    shortest = 2 * BLINK_FRAMES / FPS  # MotionSequence refuses shorter slots
+    if args.blink_interval is not None and not shortest < args.blink_interval[0] <= args.blink_interval[1]:
+        lo, hi = args.blink_interval
+        p.error(f"--blink-interval {lo} {hi}: give LO <= HI seconds, LO above {shortest:.2f} "
+                f"(a blink takes {BLINK_FRAMES} frames)")
     if args.codec is None and not args.render_only:
         p.error("--codec is required (the stage-1 demo_codec.safetensors from train/train_codec.py)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
