@@ -82,6 +82,7 @@ def test_rollout_matches_generate_and_reaches_the_anchor():
     finally:
         rollout.commit_chunk = original
     assert torch.allclose(torch.cat(committed, 2), expected, atol=1e-5, rtol=0)
+    assert torch.equal(result.committed, torch.cat(committed, 2))  # what tune_decoder.py pairs with true frames
     result.loss.backward()
     assert len(result.chunk_losses) == CHUNKS
     # gradients reach the reference through the anchor pass (identity's only path) and the driving adapter

@@ -53,7 +53,12 @@ def step_loss(codec: DemoCodec, x: torch.Tensor, latent_noise: float) -> torch.T
     b, t = zs.shape[:2]
     out = codec.decode_pairs(zs.flatten(0, 1), prev.flatten(0, 1)).view(b, t, 4, 3, *x.shape[3:])
     target = codec.groups(x).view(b, t, 4, 3, *x.shape[3:])
-    return (out - target).abs().mean() + (out - target).pow(2).mean() + 1e-4 * z.pow(2).mean()
+    return pixel_loss(out, target) + 1e-4 * z.pow(2).mean()
+
+
+def pixel_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 + MSE on decoded pixels in [-1, 1]."""
+    return (out - target).abs().mean() + (out - target).pow(2).mean()
 
 
 @torch.no_grad()

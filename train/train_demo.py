@@ -109,11 +109,20 @@ def region_cells(portraits: list[Portrait], drawn: np.ndarray) -> np.ndarray:
     return cells
 
 
-def sample(data: dict, cfg: StreamConfig, mode: str, batch: int, gen: torch.Generator, teacher: bool) -> ClipBatch:
-    pick = torch.randint(0, len(data["latents"]), (batch,), generator=gen)
-    start, first = 0, 0
-    if mode == "fixed_anchor":  # anywhere in a long stream; clip latent 0 (one frame alone) is not a stream latent
-        start, first = 1 + int(torch.randint(0, FIXED_ANCHOR_SPAN, (1,), generator=gen)), 1
+def first_clip_latent(mode: str) -> int:
+    """The clip latent a mode's stream starts at: fixed_anchor streams start mid-stream, where clip latent 0 (one
+    frame alone) is not a stream latent."""
+    return 1 if mode == "fixed_anchor" else 0
+
+
+def sample(data: dict, cfg: StreamConfig, mode: str, batch: int, gen: torch.Generator, teacher: bool,
+           pick: torch.Tensor | None = None) -> ClipBatch:
+    """A batch of `batch` random clips (or the clips `pick`) as `mode` trains on them."""
+    if pick is None:
+        pick = torch.randint(0, len(data["latents"]), (batch,), generator=gen)
+    start, first = 0, first_clip_latent(mode)
+    if mode == "fixed_anchor":  # anywhere in a long stream
+        start = 1 + int(torch.randint(0, FIXED_ANCHOR_SPAN, (1,), generator=gen))
     return ClipBatch(data["latents"][pick, :, first:], data["reference"][pick], data["features"][pick, first:],
                      data["weight"][pick, :, first:], start, teacher)
 
