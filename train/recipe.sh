@@ -32,18 +32,26 @@ done
 # a blink is 5 frames in 75 at 3 s, too rare for the loss to see (the driving row says when it happens, so no
 # prior the model relies on changes); new clips because the model overfits 400 (phase 4's self-rollout loss
 # 0.216 on its training clips, 0.255 on 100 held-out ones: train/heldout_loss.py)
-blink_phase() {  # phase clips data_seed seed previous_phase
+blink_phase() {  # phase clips data_seed seed previous_phase steps
   python train/train_demo.py --render-only --out "$R/knot_p$1" --clips "$2" --data-seed "$3" \
       --blink-interval 0.6 2.4 --cache "$R/clips_blink_p$1.npz"
   for m in knot k0 fixed_anchor; do
     python train/train_demo.py --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p$1" --mode $m \
         --clips "$2" --data-seed "$3" --blink-interval 0.6 2.4 --cache "$R/clips_blink_p$1.npz" --seed "$4" \
-        --steps 1500 --batch 4 --teacher-steps 500 --lr 3e-4 --region-weight 8 --blink-weight 3 \
+        --steps "$6" --batch 4 --teacher-steps 500 --lr 3e-4 --region-weight 8 --blink-weight 3 \
         --save-every 100 --init-from "$R/${m}_p$5/demo.safetensors"
   done
 }
-blink_phase 5 400 1 6 4
-blink_phase 6 1200 2 7 5
-echo "ship: $R/codec_w128/demo_codec.safetensors -> demo_codec.safetensors, $R/knot_p6/demo.safetensors -> \
-demo.safetensors, $R/k0_p6/demo.safetensors -> demo_k0.safetensors, \
-$R/fixed_anchor_p6/demo.safetensors -> demo_fixed_anchor.safetensors"
+blink_phase 5 400 1 6 4 1500
+blink_phase 6 1200 2 7 5 1500
+blink_phase 7 2400 4 8 6 2000
+# stage 3: the 128-wide decoder tuned on what the three phase-7 DiTs stream (600 disjoint clips each, their own
+# frames in the window) plus, at twice the weight, the encoder's own latents (the round trip stays >= 30 dB):
+# a decoder that had only seen encoder latents drew the DiT's latent errors as round blobs on the background
+python train/tune_decoder.py --codec "$R/codec_w128/demo_codec.safetensors" --models "$R/knot_p7/demo.safetensors" \
+    "$R/k0_p7/demo.safetensors" "$R/fixed_anchor_p7/demo.safetensors" --modes knot k0 fixed_anchor \
+    --cache "$R/clips_blink_p7.npz" --clips 2400 --data-seed 4 --blink-interval 0.6 2.4 --per-mode 600 \
+    --out "$R/decoder_p7" --seed 0 --steps 1500 --lr 4e-4 --gt-weight 2
+echo "ship: $R/decoder_p7/demo_codec.safetensors -> demo_codec.safetensors, $R/knot_p7/demo.safetensors -> \
+demo.safetensors, $R/k0_p7/demo.safetensors -> demo_k0.safetensors, \
+$R/fixed_anchor_p7/demo.safetensors -> demo_fixed_anchor.safetensors"
