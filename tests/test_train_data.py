@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 
 from demo_data import make_clips  # noqa: E402
-from train_demo import BLINK, blinking  # noqa: E402
+from train_demo import BLINK, blink_interval_problem, blinking  # noqa: E402
 
 
 def test_blink_interval_adds_blinks_and_keeps_everything_else():
@@ -30,3 +30,10 @@ def test_blinking_marks_latents_whose_rows_close_an_eye():
     marks = blinking(features)
     assert marks.shape == (2, 1, 5, 1, 1)
     assert torch.equal(marks[:, 0, :, 0, 0], torch.tensor([[0, 0, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.float32))
+
+
+def test_blink_interval_is_checked_before_any_rendering():
+    assert blink_interval_problem(None) is None and blink_interval_problem([0.6, 2.4]) is None
+    for bad in ([2.0, 1.0], [0.3, 1.0]):  # LO above HI; a slot too short for one blink (5 frames, 0.4 s)
+        problem = blink_interval_problem(bad)
+        assert problem.startswith(f"--blink-interval {bad[0]} {bad[1]}:") and "\n" not in problem

@@ -50,6 +50,15 @@ FIXED_ANCHOR_SPAN = 2500  # latents of a 10,000-frame render
 BLINK = PARAM_NAMES.index("blink")
 
 
+def blink_interval_problem(interval: list[float] | None) -> str | None:
+    """The one-line complaint about a --blink-interval MotionSequence would refuse mid-render, or None."""
+    shortest = 2 * BLINK_FRAMES / FPS  # MotionSequence refuses shorter slots
+    if interval is None or shortest < interval[0] <= interval[1]:
+        return None
+    return (f"--blink-interval {interval[0]} {interval[1]}: give LO <= HI seconds, LO above {shortest:.2f} "
+            f"(a blink takes {BLINK_FRAMES} frames)")
+
+
 def mode_config(mode: str) -> StreamConfig:
     return {"knot": DEMO_STREAM, "k0": DEMO_STREAM.replace(knot_len=0),
             "fixed_anchor": DEMO_STREAM.replace(running_ahead=False)}[mode]
@@ -152,11 +161,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="torch device to train on (cuda: untested so far, no GPU was lent)")
     args = p.parse_args()
-    shortest = 2 * BLINK_FRAMES / FPS  # MotionSequence refuses shorter slots
-    if args.blink_interval is not None and not shortest < args.blink_interval[0] <= args.blink_interval[1]:
-        lo, hi = args.blink_interval
-        p.error(f"--blink-interval {lo} {hi}: give LO <= HI seconds, LO above {shortest:.2f} "
-                f"(a blink takes {BLINK_FRAMES} frames)")
+    if (problem := blink_interval_problem(args.blink_interval)) is not None:
+        p.error(problem)
     if args.codec is None and not args.render_only:
         p.error("--codec is required (the stage-1 demo_codec.safetensors from train/train_codec.py)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

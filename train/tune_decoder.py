@@ -32,7 +32,17 @@ from rollout import rollout_loss
 from safetensors.torch import load_file
 from torch import nn
 from train_codec import CROP, crops, pixel_loss, round_trip_psnr, save, step_loss
-from train_demo import CHUNKS, CLIP_LATENTS, MODES, encode_clips, first_clip_latent, mode_config, rendered_clips, sample
+from train_demo import (
+    CHUNKS,
+    CLIP_LATENTS,
+    MODES,
+    blink_interval_problem,
+    encode_clips,
+    first_clip_latent,
+    mode_config,
+    rendered_clips,
+    sample,
+)
 
 from knot_core.checkpoints import load_dit
 from knot_core.config import FRAMES_PER_LATENT
@@ -115,6 +125,8 @@ def main() -> None:
     args = p.parse_args()
     if len(args.models) != len(args.modes):
         p.error(f"--models gives {len(args.models)} files for {len(args.modes)} --modes: give one per mode")
+    if (problem := blink_interval_problem(args.blink_interval)) is not None:
+        p.error(problem)
     if len(args.modes) * args.per_mode > args.clips:
         p.error(f"--per-mode {args.per_mode} x {len(args.modes)} modes needs {len(args.modes) * args.per_mode} "
                 f"clips; --clips is {args.clips}")
