@@ -16,8 +16,8 @@ from knot_core.demo_codec import CodecConfig, DemoCodec  # noqa: E402
 
 
 def labelled(first: int, streamed: int = 9, size: int = 64):
-    """Streamed latents whose every value is their clip latent index, and videos whose every pixel is its frame
-    index (scaled into uint8) plus 100 times the clip index, so a crop tells where it came from."""
+    """Streamed latents whose every value is their clip latent index plus 100 times the clip's, and videos whose
+    every pixel is its frame index plus 60 times the clip's, so a crop tells where it came from."""
     n = 3
     clip_latent = torch.arange(streamed, dtype=torch.float32) + first
     latents = clip_latent.view(1, 1, -1, 1, 1).expand(n, 16, -1, size // 8, size // 8).clone()

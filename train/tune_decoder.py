@@ -118,7 +118,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--latent-noise", type=float, default=0.01, help="as train_codec.py, on the encoder half")
     p.add_argument("--adversarial", type=float, default=0.0,
-                   help="weight of a patch critic's hinge loss on the DiT pairs' decodes (0: reconstruction only)")
+                   help="weight of a patch critic's hinge loss on the DiT pairs' decodes (0, the recipe's: "
+                        "reconstruction only; 0.1 and 0.03 drew features where the latents are wrong: README)")
     p.add_argument("--gt-weight", type=float, default=1.0, help="weight of the encoder-latent half's loss")
     p.add_argument("--heldout-seed", type=int, default=1002, help="data seed of the 8 round-trip clips")
     p.add_argument("--threads", type=int, default=1)
