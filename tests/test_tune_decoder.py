@@ -42,3 +42,16 @@ def test_each_crop_holds_its_own_frames_and_predecessor():
         assert bool((j >= first + 1).all())  # never the stream's first latent (it has no streamed predecessor)
         frame = ((target[:, :, 0, 0, 0] + 1) * 127.5).round() - 60 * clip[:, None]
         assert torch.equal(frame, 4 * j[:, None] - 3 + torch.arange(4.0))  # latent j is frames 4j-3 .. 4j
+
+
+def test_missing_model_file_is_one_line_before_any_work(tmp_path):
+    import subprocess
+
+    train = Path(__file__).resolve().parents[1] / "train"
+    missing = tmp_path / "knot_p7" / "demo.safetensors"
+    run = subprocess.run([sys.executable, str(train / "tune_decoder.py"), "--codec", str(missing), "--models",
+                          str(missing), "--modes", "knot", "--cache", str(tmp_path / "c.npz"), "--clips", "4",
+                          "--data-seed", "0", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1].startswith(f"tune_decoder.py: error: {missing}: no such file")
+    assert "Traceback" not in run.stderr and not (tmp_path / "c.npz").exists()  # nothing rendered

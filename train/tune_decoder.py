@@ -128,6 +128,10 @@ def main() -> None:
         p.error(f"--models gives {len(args.models)} files for {len(args.modes)} --modes: give one per mode")
     if (problem := blink_interval_problem(args.blink_interval)) is not None:
         p.error(problem)
+    for path in (args.codec, *args.models):
+        if not path.is_file():
+            p.error(f"{path}: no such file (--codec: train_codec.py's demo_codec.safetensors; --models: "
+                    "train_demo.py's demo.safetensors, one per mode)")
     if len(args.modes) * args.per_mode > args.clips:
         p.error(f"--per-mode {args.per_mode} x {len(args.modes)} modes needs {len(args.modes) * args.per_mode} "
                 f"clips; --clips is {args.clips}")
