@@ -46,7 +46,7 @@ blink_phase 5 400 1 6 4 1500
 blink_phase 6 1200 2 7 5 1500
 blink_phase 7 2400 4 8 6 2000
 # stage 3: the 128-wide decoder tuned on what the three phase-7 DiTs stream (600 disjoint clips each, their own
-# frames in the window) plus, at twice the weight, the encoder's own latents (the round trip stays >= 30 dB):
+# frames in the window) plus, at twice the weight, the encoder's own latents (the round trip stays near 30 dB):
 # a decoder that had only seen encoder latents drew the DiT's latent errors as round blobs on the background
 python train/tune_decoder.py --codec "$R/codec_w128/demo_codec.safetensors" --models "$R/knot_p7/demo.safetensors" \
     "$R/k0_p7/demo.safetensors" "$R/fixed_anchor_p7/demo.safetensors" --modes knot k0 fixed_anchor \

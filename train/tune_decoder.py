@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from demo_data import make_clips, to_video
 from rollout import rollout_loss
-from safetensors.torch import load_file
 from torch import nn
 from train_codec import CROP, crops, pixel_loss, round_trip_psnr, save, step_loss
 from train_demo import (
@@ -46,7 +45,8 @@ from train_demo import (
 
 from knot_core.checkpoints import load_dit
 from knot_core.config import FRAMES_PER_LATENT
-from knot_core.demo_codec import CodecConfig, DemoCodec
+from knot_core.demo import load_codec
+from knot_core.demo_codec import DemoCodec
 
 log = logging.getLogger("tune_decoder")
 WINDOW_LATENTS = 3  # latents decoded per crop, as train_codec's 9-frame windows
@@ -140,9 +140,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    state = load_file(str(args.codec))
-    codec = DemoCodec(CodecConfig.of_state(state))
-    codec.load_state_dict(state, strict=True)
+    codec = load_codec(args.codec)  # frozen: only the decoder is given back its gradients below
     data = rendered_clips(args.clips, args.data_seed, CLIP_LATENTS, args.cache,
                           None if args.blink_interval is None else tuple(args.blink_interval))
     videos = data["videos"]
@@ -157,9 +155,7 @@ def main() -> None:
         log.info("%s: rolled out %d clips (%.0f s)", mode, len(clips), time.perf_counter() - started)
     held_out = make_clips(8, args.heldout_seed, 25).videos  # train_codec.py's held-out clips of its seed 2
     del data, encoded
-    codec.encoder.requires_grad_(False)
-    codec.encoder_skip.requires_grad_(False)
-    trained = [*codec.decoder.parameters(), *codec.decoder_skip.parameters()]
+    trained = [q.requires_grad_(True) for q in (*codec.decoder.parameters(), *codec.decoder_skip.parameters())]
     opt = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     rng, half = np.random.default_rng(args.seed + 1), args.batch // 2
