@@ -21,14 +21,16 @@ if find_chromium() is None:
     pytest.skip("no chromium on this machine (apt-get install chromium) for the live page test",
                 allow_module_level=True)
 
-from knot_core.demo import DEMO_SPEECH  # noqa: E402
+from knot_core.demo import DEMO_SIZE, DEMO_SPEECH  # noqa: E402
 from knot_core.live.demo import DemoLiveOptions, demo_live_stream  # noqa: E402
 from knot_core.live.server import ServerThread  # noqa: E402
 
 from .test_stream import STILL, mouth_box  # noqa: E402
 
 SECONDS = 10.0  # the fake microphone loops the 6 s clip
-MIN_BROWSER_CORRELATION = 0.45  # the demo test's bound for the same measure (mouth darkness vs driving)
+# mouth darkness vs driving, as tests/test_demo.py measures it: 0.92 on the shipped weights (the stream's own frames
+# in process 0.91); a box in the wrong pixel scale gave 0.74-0.78, so the bound sits above that
+MIN_BROWSER_CORRELATION = 0.8
 
 
 def correlation(samples: list[dict], mouth_by_clock: dict[int, float], lag: int = 0) -> tuple[float, int]:
@@ -47,7 +49,8 @@ def test_the_page_streams_a_mouth_that_follows_the_fake_microphone(tmp_path):
     x0, y0, x1, y1 = mouth_box()
 
     async def run():
-        async with Chromium(f"{url}?measure={x0},{y0},{x1},{y1}", DEMO_SPEECH, tmp_path / "profile") as page:
+        page_url = f"{url}?measure={x0},{y0},{x1},{y1},{DEMO_SIZE}"  # the box in the stream's own pixels
+        async with Chromium(page_url, DEMO_SPEECH, tmp_path / "profile") as page:
             await page.wait_for("typeof knotStart === 'function'")
             await page.evaluate("knotStart()")
             await page.wait_for("window.knotState.frames > 0", timeout=30)
