@@ -21,7 +21,7 @@ from .errors import InputError
 
 PARAM_NAMES: tuple[str, ...] = ("yaw", "pitch", "roll", "tx", "ty", "mouth_open", "mouth_wide", "blink", "brow")
 NUM_PARAMS = len(PARAM_NAMES)
-SUPERSAMPLE = 4  # draw at 4x and downsample with area averaging: smooth edges at 64 px
+SUPERSAMPLE = 4  # draw at 4x and downsample with area averaging: smooth edges at 96 px
 HAIR_STYLES = ("short", "long", "bald", "bun")
 ACCESSORIES = ("none", "glasses", "earrings", "glasses+earrings")
 

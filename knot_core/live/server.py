@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).resolve().parent / "page.html"
 ROUTE = "/knotforcing/live"
-VIEW_SIZE = 256  # the WebRTC video is scaled up to this (browsers show a 64 px stream poorly)
+VIEW_SIZE = 256  # the WebRTC video is scaled up to this (browsers show a 96 px stream poorly)
 
 
 def require_server_modules() -> None:
