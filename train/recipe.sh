@@ -59,6 +59,8 @@ blink_phase 8 2400 5 9 7 2000
 # phase 9: 2,400 more new clips (data seed 6), every mode from its phase-8 weights (the held-out gap still closes
 # with new clips: train/heldout_loss.py)
 blink_phase 9 2400 6 10 8 1500
-echo "ship: $R/decoder_p7/demo_codec.safetensors -> demo_codec.safetensors, $R/knot_p9/demo.safetensors -> \
-demo.safetensors, $R/k0_p9/demo.safetensors -> demo_k0.safetensors (fp16), \
-$R/fixed_anchor_p9/demo.safetensors -> demo_fixed_anchor.safetensors (fp16)"
+# phase 10: the same on 2,400 more (data seed 7) from phase 9
+blink_phase 10 2400 7 11 9 1500
+echo "ship: $R/decoder_p7/demo_codec.safetensors -> demo_codec.safetensors, $R/knot_p10/demo.safetensors -> \
+demo.safetensors, $R/k0_p10/demo.safetensors -> demo_k0.safetensors (fp16), \
+$R/fixed_anchor_p10/demo.safetensors -> demo_fixed_anchor.safetensors (fp16)"
