@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..demo import DEMO_PORTRAIT_SEED, demo_reference, load_demo
@@ -55,9 +57,11 @@ def serve_demo(options: ServeOptions, say: Callable[[str], None]) -> None:
     recorder = LiveRecorder(stream, options.record, overwrite=options.overwrite) if options.record else None
     stream.start()
     try:
-        asyncio.run(serve_forever(server, [stream], options.seconds, on_ready=lambda: _announce(server, stream, say)))
+        with _stop_on_signals():
+            asyncio.run(serve_forever(server, [stream], options.seconds,
+                                      on_ready=lambda: _announce(server, stream, say)))
     except KeyboardInterrupt:
-        say("stopping (Ctrl-C)")
+        say("stopping (Ctrl-C or SIGTERM)")
     finally:
         stream.stop()
         if recorder is not None:
@@ -65,6 +69,23 @@ def serve_demo(options: ServeOptions, say: Callable[[str], None]) -> None:
             say(f"recorded {recorder.frames_written} frames to {recorder.path}")
     if stream.error is not None:
         raise KnotError(f"the live stream failed: {stream.error}")
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM stop the server cleanly, as they stop a render, however it was started.
+
+    A process launched in the background by a script (`cmd &`, nohup) inherits SIGINT ignored, and Python then
+    installs no KeyboardInterrupt for it, so Ctrl-C / kill -INT did nothing; SIGTERM killed it mid-recording.
+    With SIGINT on Python's own handler, asyncio.run cancels the serving task on it (closing sockets, stream and
+    recording); SIGTERM raises the same KeyboardInterrupt, which asyncio.run also ends the task on."""
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, signal.default_int_handler) for s in stops}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _announce(server, stream: LiveStream, say: Callable[[str], None]) -> None:
