@@ -61,7 +61,9 @@ blink_phase 8 2400 5 9 7 2000
 blink_phase 9 2400 6 10 8 1500
 # phase 10: the same on 2,400 more (data seed 7) from phase 9
 blink_phase 10 2400 7 11 9 1500
-echo "ship: $R/decoder_p7/demo_codec.safetensors -> demo_codec.safetensors, $R/knot_p10/demo.safetensors -> \
+# phase 11: the same on 2,400 more (data seed 8) from phase 10
+blink_phase 11 2400 8 12 10 1500
+echo "ship: $R/decoder_p7/demo_codec.safetensors -> demo_codec.safetensors, $R/knot_p11/demo.safetensors -> \
 demo.safetensors; the controls in fp16 (byte for byte the shipped files): python -m knot_core convert \
-$R/k0_p10/demo.safetensors knot_core/models/demo_k0.safetensors --dtype fp16, and the same for \
-$R/fixed_anchor_p10/demo.safetensors -> demo_fixed_anchor.safetensors"
+$R/k0_p11/demo.safetensors knot_core/models/demo_k0.safetensors --dtype fp16, and the same for \
+$R/fixed_anchor_p11/demo.safetensors -> demo_fixed_anchor.safetensors"
