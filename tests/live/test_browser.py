@@ -28,8 +28,8 @@ from knot_core.live.server import ServerThread  # noqa: E402
 from .test_stream import STILL, mouth_box  # noqa: E402
 
 SECONDS = 10.0  # the fake microphone loops the 6 s clip
-# mouth darkness vs driving, as tests/test_demo.py measures it: 0.95-0.96 on the shipped weights (the stream's own frames
-# in process 0.95); a box in the wrong pixel scale gave 0.74-0.78, so the bound sits above that
+# mouth darkness vs driving, as tests/test_demo.py measures it: 0.95-0.96 on the shipped weights (the stream's own
+# frames in process 0.95); a box in the wrong pixel scale gave 0.74-0.78, so the bound sits above that
 MIN_BROWSER_CORRELATION = 0.8
 
 
