@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +99,31 @@ if ADAPTER_TYPE not in ADAPTER_REGISTRY:
                                  _config_from_shapes, _config_of))
 
 
-def build_demo_model(seed: int = 0) -> KnotDiT:
-    """A freshly initialised demo DiT with its motion cross-attention adapter (what train/train_demo.py trains)."""
+DEMO_HEAD_DIM = DEMO_DIT.dim // DEMO_DIT.num_heads  # 32; a wider demo DiT keeps it and adds heads
+
+
+def demo_width_problem(width: int, layers: int) -> str | None:
+    """Why a demo DiT of this width and depth cannot be built (one line), or None."""
+    if width < DEMO_HEAD_DIM or width % DEMO_HEAD_DIM:
+        return f"--width {width}: must be a positive multiple of {DEMO_HEAD_DIM} (the heads' size); e.g. 128 or 256"
+    if layers < 1:
+        return f"--layers {layers}: must be at least 1; e.g. 4"
+    return None
+
+
+def build_demo_model(seed: int = 0, width: int = DEMO_DIT.dim, layers: int = DEMO_DIT.num_layers) -> KnotDiT:
+    """A freshly initialised demo DiT with its motion cross-attention adapter (what train/train_demo.py trains).
+
+    `width` and `layers` scale it (the shipped model: 128 and 4) with the shipped proportions: heads of 32
+    channels, feed-forward 3x the width, a driving adapter after every block. The model file records them,
+    so a wider model loads and streams like the shipped one."""
+    if (problem := demo_width_problem(width, layers)) is not None:
+        raise ValueError(problem)
+    dit = replace(DEMO_DIT, dim=width, ffn_dim=3 * width, num_heads=width // DEMO_HEAD_DIM, num_layers=layers)
+    adapter = replace(DEMO_ADAPTER, dim=width, num_heads=dit.num_heads, blocks=tuple(range(layers)))
     torch.manual_seed(seed)
-    model = KnotDiT(DEMO_DIT)
-    model.add_adapter("motion", MotionAdapter(DEMO_ADAPTER))
+    model = KnotDiT(dit)
+    model.add_adapter("motion", MotionAdapter(adapter))
     return model
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+TRAIN = Path(__file__).resolve().parents[1] / "train"
+sys.path.insert(0, str(TRAIN))
 
 from demo_data import make_clips  # noqa: E402
 from train_demo import BLINK, blink_interval_problem, blinking  # noqa: E402
@@ -37,3 +40,17 @@ def test_blink_interval_is_checked_before_any_rendering():
     for bad in ([2.0, 1.0], [0.3, 1.0]):  # LO above HI; a slot too short for one blink (5 frames, 0.4 s)
         problem = blink_interval_problem(bad)
         assert problem.startswith(f"--blink-interval {bad[0]} {bad[1]}:") and "\n" not in problem
+
+
+def test_a_start_model_of_another_width_is_refused_before_any_rendering(tmp_path):
+    # train_demo --init-from a width-128 file with --width 256: one line naming the option, nothing made
+    demo = Path(__file__).resolve().parents[1] / "knot_core" / "models" / "demo.safetensors"
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TRAIN), str(TRAIN.parent)])}
+    run = subprocess.run([sys.executable, str(TRAIN / "train_demo.py"), "--codec", str(demo), "--out", str(out),
+                          "--init-from", str(demo), "--width", "256", "--cache", str(tmp_path / "clips.npz")],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == (f"train_demo.py: error: --init-from {demo}: a model of width 128 "
+                                                   "and 4 layers; pass --width 128 --layers 4 to continue it")
+    assert not out.exists() and not (tmp_path / "clips.npz").exists()

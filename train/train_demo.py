@@ -35,8 +35,18 @@ import torch
 from demo_data import make_clips, to_video
 from rollout import ClipBatch, rollout_loss
 
+from knot_core.checkpoints import load_dit
 from knot_core.config import StreamConfig
-from knot_core.demo import DEMO_SAMPLER, DEMO_SIZE, DEMO_STREAM, build_demo_model, load_codec
+from knot_core.demo import (
+    DEMO_DIT,
+    DEMO_SAMPLER,
+    DEMO_SIZE,
+    DEMO_STREAM,
+    build_demo_model,
+    demo_width_problem,
+    load_codec,
+)
+from knot_core.errors import CheckpointError
 from knot_core.faces import PARAM_NAMES, DrivingFrame, Portrait, regions
 from knot_core.model_file import SamplerDefaults, save_knot_model
 from knot_core.motion import BLINK_FRAMES, FPS
@@ -158,13 +168,23 @@ def main() -> None:
     p.add_argument("--teacher-steps", type=int, default=300)
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--init-from", type=Path, help="continue from this demo.safetensors")
+    p.add_argument("--width", type=int, default=DEMO_DIT.dim, help="DiT channels (heads of 32; shipped: 128)")
+    p.add_argument("--layers", type=int, default=DEMO_DIT.num_layers, help="DiT blocks (shipped: 4)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="torch device to train on (cuda: untested so far, no GPU was lent)")
     args = p.parse_args()
-    if (problem := blink_interval_problem(args.blink_interval)) is not None:
-        p.error(problem)
+    for problem in (blink_interval_problem(args.blink_interval), demo_width_problem(args.width, args.layers)):
+        if problem is not None:
+            p.error(problem)
     if args.codec is None and not args.render_only:
         p.error("--codec is required (the stage-1 demo_codec.safetensors from train/train_codec.py)")
+    try:
+        start = None if args.init_from is None or args.render_only else load_dit(args.init_from, dtype=torch.float32)[0]
+    except CheckpointError as e:
+        p.error(f"--init-from {args.init_from}: {e}")
+    if start is not None and (start.cfg.dim, start.cfg.num_layers) != (args.width, args.layers):
+        p.error(f"--init-from {args.init_from}: a model of width {start.cfg.dim} and {start.cfg.num_layers} layers; "
+                f"pass --width {start.cfg.dim} --layers {start.cfg.num_layers} to continue it")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -177,11 +197,9 @@ def main() -> None:
     data = {k: v.to(args.device) for k, v in encode_clips(load_codec(args.codec), data, args.region_weight,
                                                                   args.blink_weight).items()}
     log.info("encoded %d clips in %.0f s", args.clips, time.perf_counter() - started)
-    model = build_demo_model(args.seed)
-    if args.init_from is not None:
-        from knot_core.checkpoints import load_dit
-        missing, unexpected = model.load_state_dict(load_dit(args.init_from, dtype=torch.float32)[0].state_dict(),
-                                                    strict=False)
+    model = build_demo_model(args.seed, args.width, args.layers)
+    if start is not None:
+        missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
         if unexpected or any(not k.endswith("row_pos") for k in missing):  # row_pos: new, starts at zero
             raise SystemExit(f"--init-from {args.init_from}: missing {missing}, unexpected {unexpected}")
     model.to(args.device).train()
