@@ -1,31 +1,34 @@
 #!/bin/bash
 # The shipped demo weights, stage by stage (seeded; CPU, one thread per process; wall times in the README).
 # Usage: train/recipe.sh RUNS_DIR   (then copy the files listed at the end into knot_core/models/)
+# WIDTH=256 LAYERS=6 DEVICE=cuda train/recipe.sh RUNS_DIR: the same stages for a wider/deeper DiT (shipped: 128 and
+# 4; train_demo.py --width/--layers), the DiT and codec trainers on that device (default cpu; cuda never run yet)
 set -euo pipefail
 R=${1:?give a folder for the runs}
 export PYTHONPATH=. OMP_NUM_THREADS=1
+DIT=(--width "${WIDTH:-128}" --layers "${LAYERS:-4}" --device "${DEVICE:-cpu}")
 # stage 1: the codec (encoder + decoder), then a new, twice as wide decoder alone with the encoder and latent
 # statistics frozen (the latent space the DiT learns stays the stage-1 one, so the two stages can run in parallel)
-python train/train_codec.py --out "$R/codec" --seed 0 --steps 800 --batch 16 --width 64
+python train/train_codec.py --out "$R/codec" --seed 0 --steps 800 --batch 16 --width 64 --device "${DEVICE:-cpu}"
 python train/train_codec.py --out "$R/codec_w128" --seed 3 --steps 9000 --batch 16 --width 64 --decoder-width 128 \
-    --lr 2e-3 --decoder-only "$R/codec/demo_codec.safetensors"
+    --lr 2e-3 --decoder-only "$R/codec/demo_codec.safetensors" --device "${DEVICE:-cpu}"
 # stage 2: the DiT in each mode (knot = shipped; k0 and fixed_anchor = the benchmark's controls), on the
 # stage-1 latents: phase 1 with a teacher-forcing warm-up, phases 2-3 pure self-rollout at lower learning rates,
 # phase 4 teacher forcing falling linearly from every batch to none over 1,400 steps, then 600 of pure self-rollout
 # (without it the model never learnt to read its window: see the README)
 python train/train_demo.py --render-only --out "$R/knot" --clips 400 --data-seed 0 --cache "$R/clips.npz"
 for m in knot k0 fixed_anchor; do
-  python train/train_demo.py --codec "$R/codec/demo_codec.safetensors" --out "$R/$m" --mode $m --clips 400 \
-      --seed 0 --cache "$R/clips.npz" --steps 300 --batch 2 --teacher-steps 60 --save-every 10
-  python train/train_demo.py --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p2" --mode $m --clips 400 \
-      --seed 1 --cache "$R/clips.npz" --steps 250 --batch 2 --teacher-steps 0 --lr 5e-4 --save-every 10 \
+  python train/train_demo.py "${DIT[@]}" --codec "$R/codec/demo_codec.safetensors" --out "$R/$m" --mode $m \
+      --clips 400 --seed 0 --cache "$R/clips.npz" --steps 300 --batch 2 --teacher-steps 60 --save-every 10
+  python train/train_demo.py "${DIT[@]}" --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p2" --mode $m \
+      --clips 400 --seed 1 --cache "$R/clips.npz" --steps 250 --batch 2 --teacher-steps 0 --lr 5e-4 --save-every 10 \
       --init-from "$R/$m/demo.safetensors"
-  python train/train_demo.py --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p3" --mode $m --clips 400 \
-      --seed 2 --cache "$R/clips.npz" --steps 150 --batch 2 --teacher-steps 0 --lr 3e-4 --save-every 10 \
+  python train/train_demo.py "${DIT[@]}" --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p3" --mode $m \
+      --clips 400 --seed 2 --cache "$R/clips.npz" --steps 150 --batch 2 --teacher-steps 0 --lr 3e-4 --save-every 10 \
       --init-from "$R/${m}_p2/demo.safetensors"
-  python train/train_demo.py --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p4" --mode $m --clips 400 \
-      --seed 4 --cache "$R/clips.npz" --steps 2000 --batch 4 --teacher-steps 1400 --lr 5e-4 --region-weight 8 \
-      --save-every 100 --init-from "$R/${m}_p3/demo.safetensors"
+  python train/train_demo.py "${DIT[@]}" --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p4" --mode $m \
+      --clips 400 --seed 4 --cache "$R/clips.npz" --steps 2000 --batch 4 --teacher-steps 1400 --lr 5e-4 \
+      --region-weight 8 --save-every 100 --init-from "$R/${m}_p3/demo.safetensors"
 done
 # phases 5 and 6: new clips (400 at data seed 1, then 1,200 at data seed 2) in which each clip blinks every
 # 0.6-2.4 s instead of every 3 s, and the mouth/eye cells of latents where an eye closes weigh 1 + 3 times more:
@@ -36,7 +39,7 @@ blink_phase() {  # phase clips data_seed seed previous_phase steps
   python train/train_demo.py --render-only --out "$R/knot_p$1" --clips "$2" --data-seed "$3" \
       --blink-interval 0.6 2.4 --cache "$R/clips_blink_p$1.npz"
   for m in knot k0 fixed_anchor; do
-    python train/train_demo.py --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p$1" --mode $m \
+    python train/train_demo.py "${DIT[@]}" --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p$1" --mode $m \
         --clips "$2" --data-seed "$3" --blink-interval 0.6 2.4 --cache "$R/clips_blink_p$1.npz" --seed "$4" \
         --steps "$6" --batch 4 --teacher-steps 500 --lr 3e-4 --region-weight 8 --blink-weight 3 \
         --save-every 100 --init-from "$R/${m}_p$5/demo.safetensors"
