@@ -44,10 +44,10 @@ def test_blink_interval_is_checked_before_any_rendering():
 
 def test_a_start_model_of_another_width_is_refused_before_any_rendering(tmp_path):
     # train_demo --init-from a width-128 file with --width 256: one line naming the option, nothing made
-    demo = Path(__file__).resolve().parents[1] / "knot_core" / "models" / "demo.safetensors"
-    out = tmp_path / "run"
+    models = TRAIN.parent / "knot_core" / "models"
+    demo, codec, out = models / "demo.safetensors", models / "demo_codec.safetensors", tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TRAIN), str(TRAIN.parent)])}
-    run = subprocess.run([sys.executable, str(TRAIN / "train_demo.py"), "--codec", str(demo), "--out", str(out),
+    run = subprocess.run([sys.executable, str(TRAIN / "train_demo.py"), "--codec", str(codec), "--out", str(out),
                           "--init-from", str(demo), "--width", "256", "--cache", str(tmp_path / "clips.npz")],
                          capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 2

@@ -6,12 +6,13 @@
 set -euo pipefail
 R=${1:?give a folder for the runs}
 export PYTHONPATH=. OMP_NUM_THREADS=1
-DIT=(--width "${WIDTH:-128}" --layers "${LAYERS:-4}" --device "${DEVICE:-cpu}")
+DEV=(--device "${DEVICE:-cpu}")
+DIT=(--width "${WIDTH:-128}" --layers "${LAYERS:-4}" "${DEV[@]}")
 # stage 1: the codec (encoder + decoder), then a new, twice as wide decoder alone with the encoder and latent
 # statistics frozen (the latent space the DiT learns stays the stage-1 one, so the two stages can run in parallel)
-python train/train_codec.py --out "$R/codec" --seed 0 --steps 800 --batch 16 --width 64 --device "${DEVICE:-cpu}"
+python train/train_codec.py --out "$R/codec" --seed 0 --steps 800 --batch 16 --width 64 "${DEV[@]}"
 python train/train_codec.py --out "$R/codec_w128" --seed 3 --steps 9000 --batch 16 --width 64 --decoder-width 128 \
-    --lr 2e-3 --decoder-only "$R/codec/demo_codec.safetensors" --device "${DEVICE:-cpu}"
+    --lr 2e-3 --decoder-only "$R/codec/demo_codec.safetensors" "${DEV[@]}"
 # stage 2: the DiT in each mode (knot = shipped; k0 and fixed_anchor = the benchmark's controls), on the
 # stage-1 latents: phase 1 with a teacher-forcing warm-up, phases 2-3 pure self-rollout at lower learning rates,
 # phase 4 teacher forcing falling linearly from every batch to none over 1,400 steps, then 600 of pure self-rollout
