@@ -48,9 +48,9 @@ from knot_core.checkpoints import load_dit  # noqa: E402
 from knot_core.config import VAE_STRIDE, StreamConfig  # noqa: E402
 from knot_core.demo import (  # noqa: E402
     DEMO_PORTRAIT_SEED,
-    DEMO_SIZE,
     MODELS_DIR,
     demo_reference,
+    demo_size,
     load_demo,
     torch_threads,
 )
@@ -151,17 +151,17 @@ class Meters:
 
 def measure(frames: np.ndarray, rows: np.ndarray, portrait: Portrait, cal: Calibration) -> dict:
     """Calibrated mouth, blink and head x measured from frames, and their truths."""
-    geo = [regions(portrait, DrivingFrame.from_vector(r), DEMO_SIZE) for r in rows]
+    geo = [regions(portrait, DrivingFrame.from_vector(r), frames.shape[1]) for r in rows]
     return {"mouth": cal.mouth(mouth_darkness(frames, [g.mouth for g in geo])), "mouth_true": rows[:, MOUTH],
             "blink": cal.blink(mouth_darkness(frames, [g.eyes for g in geo])), "blink_true": rows[:, BLINK],
             "head_x": cal.head_x(skin_centroid(frames, portrait.skin)[:, 0]),
             "head_x_true": np.array([g.face_centre[0] for g in geo])}
 
 
-def calibrate(portrait: Portrait, motion: MotionSequence, frames: int) -> Calibration:
+def calibrate(portrait: Portrait, motion: MotionSequence, frames: int, side: int) -> Calibration:
     rows = motion.frames(0, frames)
-    truth = render_video(portrait, rows, DEMO_SIZE)
-    geo = [regions(portrait, DrivingFrame.from_vector(r), DEMO_SIZE) for r in rows]
+    truth = render_video(portrait, rows, side)
+    geo = [regions(portrait, DrivingFrame.from_vector(r), side) for r in rows]
     return Calibration(LinearMap.fit(mouth_darkness(truth, [g.mouth for g in geo]), rows[:, MOUTH]),
                        LinearMap.fit(mouth_darkness(truth, [g.eyes for g in geo]), rows[:, BLINK]),
                        LinearMap.fit(skin_centroid(truth, portrait.skin)[:, 0], [g.face_centre[0] for g in geo]))
@@ -180,22 +180,22 @@ def stream_chunks(cfg, model, codec, reference, motion, seed):
         yield video, time.perf_counter() - started
 
 
-def truth_chunks(portrait, motion, chunk_frames: int):
+def truth_chunks(portrait, motion, chunk_frames: int, side: int):
     """The ground truth itself, chunk by chunk (first chunk 1 + 4(c-1) frames, as a stream's)."""
     done, size = 0, chunk_frames - VAE_STRIDE[0] + 1
     while True:
-        yield render_video(portrait, motion.frames(done, size), DEMO_SIZE), 0.0
+        yield render_video(portrait, motion.frames(done, size), side), 0.0
         done, size = done + size, chunk_frames
 
 
-def codec_chunks(codec, portrait, motion, chunk_frames: int):
+def codec_chunks(codec, portrait, motion, chunk_frames: int, side: int):
     """The ground truth through the codec (encode, decode), chunk by chunk: the ceiling of any model."""
     decoder, done, size = StreamingDecoder(codec), 0, chunk_frames - VAE_STRIDE[0] + 1
     while True:
         started = time.perf_counter()
         # encode 1 + 4k frames: for later chunks a dummy first frame (latent 0) is encoded and dropped
         first = done - 1 if done else 0
-        video = render_video(portrait, motion.frames(first, done + size - first), DEMO_SIZE)
+        video = render_video(portrait, motion.frames(first, done + size - first), side)
         x = torch.from_numpy(video).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]  # (1, 3, T, H, W)
         latents = codec.encode(x)[:, :, (1 if done else 0):]
         yield frames_from_decoder(decoder.decode(latents)).numpy(), time.perf_counter() - started
@@ -224,7 +224,7 @@ class Setup:
     portrait: Portrait
     motion: MotionSequence
     cal: Calibration
-    ref_img: np.ndarray  # (H, W, 3) the reference image
+    ref_img: np.ndarray  # (H, W, 3) the reference image, at the model's size
     sheet_at: int  # first frame of the chunk the contact sheet centres on
 
 
@@ -241,7 +241,7 @@ def run_one(run, settings, chunks, setup: Setup, args, tmp: Path, config=None) -
             video, seconds = next(chunks)
             video, busy = video[: args.frames - done], busy + seconds
             writer.write(video)
-            truth = render_video(setup.portrait, setup.motion.frames(done, len(video)), DEMO_SIZE)
+            truth = render_video(setup.portrait, setup.motion.frames(done, len(video)), setup.ref_img.shape[0])
             identity = histogram_distance(video, setup.ref_img)
             for table, size in ((bins, args.bin), (segments, args.segment)):  # a chunk counts where it starts
                 if done // size not in table:
@@ -332,7 +332,7 @@ def contact_sheet(sheets: dict[str, np.ndarray], path: Path, boundary: int) -> N
         cv2.putText(label, run, (4, frames.shape[1] // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
         rows.append(np.concatenate([label, strip], axis=1))
     img = np.concatenate(rows, axis=0)
-    x = 150 + 4 * DEMO_SIZE
+    x = 150 + 4 * next(iter(sheets.values())).shape[2]  # after the 4th frame
     cv2.line(img, (x, 0), (x, img.shape[0]), (0, 0, 255), 1)
     head = np.full((24, img.shape[1], 3), 255, np.uint8)
     cv2.putText(head, f"frames {boundary - 4}..{boundary + 3}; red line: chunk boundary", (4, 17),
@@ -353,18 +353,19 @@ def measure_row(row: str, args) -> tuple[dict, np.ndarray, int]:
     """One row of the table in its own process: (result, contact-sheet frames, first frame of the sheet's chunk)."""
     with torch_threads(args.threads), torch.inference_mode(), tempfile.TemporaryDirectory() as tmp:
         model, info, codec = load_demo(args.models / "demo.safetensors", args.models / "demo_codec.safetensors")
-        portrait, reference = demo_reference(codec, args.portrait_seed)
+        side = demo_size(info)
+        portrait, reference = demo_reference(codec, args.portrait_seed, side)
         motion = MotionSequence(args.seed, args.frames + 64, amount=MOTION_AMOUNT, idle=IDLE)
         demo = info.stream_config()
         chunk_frames = 4 * demo.chunk_len
         first_chunk = chunk_frames - VAE_STRIDE[0] + 1  # chunk boundaries at 9, 21, 33, ... for c = 3
         sheet_at = first_chunk + chunk_frames * max(0, (args.frames // 2 - first_chunk) // chunk_frames)
-        setup = Setup(portrait, motion, calibrate(portrait, motion, args.calibration),
-                      render(portrait, DrivingFrame(), DEMO_SIZE), sheet_at)
+        setup = Setup(portrait, motion, calibrate(portrait, motion, args.calibration, side),
+                      render(portrait, DrivingFrame(), side), sheet_at)
         baselines = {"ground_truth": ("the drawn driving (idle motion included)",
-                                      lambda: truth_chunks(portrait, motion, chunk_frames)),
+                                      lambda: truth_chunks(portrait, motion, chunk_frames, side)),
                      "codec_round_trip": ("ground truth -> codec -> decoder",
-                                          lambda: codec_chunks(codec, portrait, motion, chunk_frames)),
+                                          lambda: codec_chunks(codec, portrait, motion, chunk_frames, side)),
                      "still_reference": ("the reference image, repeated",
                                          lambda: still_chunks(codec, reference, chunk_frames))}
         if row in baselines:
@@ -410,7 +411,8 @@ def main() -> None:
     sheet_at = measured[0][2]
 
     version = model_version(args.models / "demo.safetensors")
-    header = (f"Demo model {version}; {args.frames} frames per row at {DEMO_SIZE}x{DEMO_SIZE}, 25 fps (driving r "
+    side = next(iter(sheets.values())).shape[1]
+    header = (f"Demo model {version}; {args.frames} frames per row at {side}x{side}, 25 fps (driving r "
               f"from each row's MP4, the rest from its frames as made); portrait seed {args.portrait_seed}, "
               f"motion/noise seed {args.seed} "
               f"(MotionSequence amount {MOTION_AMOUNT}, idle {IDLE}); segments of {args.segment} frames; "

@@ -42,7 +42,8 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEMO_MODEL = MODELS_DIR / "demo.safetensors"
 DEMO_CODEC = MODELS_DIR / "demo_codec.safetensors"
 DEMO_SPEECH = MODELS_DIR / "demo_speech.wav"
-DEMO_SIZE = 96  # pixels; latent 12x12, 36 tokens per latent frame (patch 2x2)
+DEMO_SIZE = 96  # pixels, the shipped model's (its file records it); latent 12x12, 36 tokens per frame (patch 2x2)
+MIN_DEMO_SIZE = 64  # a face of fewer pixels loses its features; train_codec's 48-pixel crops need room
 DEMO_PORTRAIT_SEED = 2026
 PORTRAIT_SEED_MAX = 2**31 - 1  # numpy seeds the procedural portrait
 ADAPTER_TYPE = "motion_cross_attention"
@@ -146,10 +147,28 @@ def load_demo(model_path: str | Path = DEMO_MODEL, codec_path: str | Path = DEMO
     return model, info, load_codec(codec_path)
 
 
-def demo_reference(codec: DemoCodec, seed: int = DEMO_PORTRAIT_SEED) -> tuple[Portrait, torch.Tensor]:
-    """The portrait and its normalised latent (1, 16, 1, h, w) at the neutral pose."""
+def demo_size_problem(size: int) -> str | None:
+    """The one-line complaint about a demo frame side `size` (pixels), or None. Square frames, sides on
+    multiples of 16 (the codec's 8x stride, then the DiT's 2x2 patches)."""
+    if size >= MIN_DEMO_SIZE and size % 16 == 0:
+        return None
+    return f"--size {size}: give a multiple of 16 of at least {MIN_DEMO_SIZE} pixels (the shipped model: {DEMO_SIZE})"
+
+
+def demo_size(info) -> int:
+    """The frame side a demo model was trained at, as its file records it (resolution (size, size))."""
+    h, w = info.sampler.resolution
+    if h != w or demo_size_problem(h) is not None:
+        raise CheckpointError(f"{info.path}: resolution {h}x{w} is not a demo model's (square, sides on multiples of "
+                              f"16, at least {MIN_DEMO_SIZE}); make it with train/train_demo.py --size")
+    return h
+
+
+def demo_reference(codec: DemoCodec, seed: int = DEMO_PORTRAIT_SEED,
+                   size: int = DEMO_SIZE) -> tuple[Portrait, torch.Tensor]:
+    """The portrait and its normalised latent (1, 16, 1, size/8, size/8) at the neutral pose."""
     portrait = Portrait.random(seed)
-    image = torch.from_numpy(render(portrait, DrivingFrame(), DEMO_SIZE)).float() / 127.5 - 1  # (H, W, 3)
+    image = torch.from_numpy(render(portrait, DrivingFrame(), size)).float() / 127.5 - 1  # (H, W, 3)
     with torch.no_grad():
         latent = codec.encode(image.permute(2, 0, 1)[None, :, None])  # (1, 16, 1, h, w)
     return portrait, latent
@@ -255,7 +274,7 @@ def load_demo_job(job: DemoJob, *, progress: bool = False):
     audio = audio_for_mux(*load_audio(job.audio_file))
     model, info, codec = load_demo(job.models / DEMO_MODEL.name, job.models / DEMO_CODEC.name)
     cfg = info.stream_config().with_settings(job.settings)
-    _, reference = demo_reference(codec, job.portrait_seed)  # (1, 16, 1, h, w)
+    _, reference = demo_reference(codec, job.portrait_seed, demo_size(info))  # (1, 16, 1, h, w)
     motion = demo_motion(job.seed, job.num_frames, job.audio_file)
     inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference,
                           signals=(MotionSignal(motion),))
@@ -294,7 +313,7 @@ def demo_frames(motion: MotionSequence, seconds: float, *, seed: int = 0, portra
     models = Path(models)
     with torch_threads(threads):
         model, info, codec = load_demo(models / DEMO_MODEL.name, models / DEMO_CODEC.name)
-        _, reference = demo_reference(codec, portrait_seed)
+        _, reference = demo_reference(codec, portrait_seed, demo_size(info))
         inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference,
                               signals=(MotionSignal(motion),))
         length = Length(video_frames_for(demo_latent_frames(seconds)), "frames")

@@ -36,13 +36,14 @@ class KnotForcingDemoModel:
     def load(self, portrait_seed: int):
         import torch
 
-        from knot_core.demo import DEMO_SIZE, demo_reference, load_demo
+        from knot_core.demo import demo_reference, demo_size, load_demo
         from knot_core.faces import DrivingFrame, render
 
         model, info, codec = load_demo()  # float32 on the CPU: the model is tiny, the CPU runs it in real time
-        portrait, latent = demo_reference(codec, portrait_seed)  # latent (1, 16, 1, h, w)
-        image = torch.from_numpy(render(portrait, DrivingFrame(), DEMO_SIZE)).float()[None] / 255  # (1, H, W, 3)
-        reference = Reference(latent, DEMO_SIZE, DEMO_SIZE)
+        size = demo_size(info)
+        portrait, latent = demo_reference(codec, portrait_seed, size)  # latent (1, 16, 1, h, w)
+        image = torch.from_numpy(render(portrait, DrivingFrame(), size)).float()[None] / 255  # (1, H, W, 3)
+        reference = Reference(latent, size, size)
         # one thread: at 128 wide, OpenMP hand-offs cost more than the math (1.5 s vs 87 s for 10 s of video)
         return (LoadedModel(model, info, threads=1, takes_text=False), codec, reference, image)
 

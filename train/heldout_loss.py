@@ -20,7 +20,7 @@ from rollout import rollout_loss
 from train_demo import CHUNKS, CLIP_LATENTS, MODES, encode_clips, mode_config, rendered_clips, sample
 
 from knot_core.checkpoints import load_dit
-from knot_core.demo import load_codec
+from knot_core.demo import demo_size, load_codec
 
 
 def losses(model, data: dict, mode: str, teacher: bool, draws: int = 4, batch: int = 8) -> np.ndarray:
@@ -46,12 +46,13 @@ def main() -> None:
     p.add_argument("--heldout-seed", type=int, default=3)
     args = p.parse_args()
     torch.set_num_threads(1)
-    model = load_dit(args.model, dtype=torch.float32)[0].eval()
+    model, info = load_dit(args.model, dtype=torch.float32)
+    model.eval()
     codec = load_codec(args.codec)
     sets = {"training clips": (args.train_clips, args.train_seed, args.train_cache),
             "held-out clips": (args.heldout_clips, args.heldout_seed, args.heldout_cache)}
     for name, (n, seed, cache) in sets.items():
-        data = encode_clips(codec, rendered_clips(n, seed, CLIP_LATENTS, cache), 8.0)
+        data = encode_clips(codec, rendered_clips(n, seed, CLIP_LATENTS, cache, size=demo_size(info)), 8.0)
         for teacher in (True, False):
             per_chunk = losses(model, data, args.mode, teacher)
             print(f"{name:>15} {'teacher' if teacher else 'self-rollout':>12}: mean {per_chunk.mean():.4f} "

@@ -2,22 +2,24 @@
 # The shipped demo weights, stage by stage (seeded; CPU, one thread per process; wall times in the README).
 # Usage: train/recipe.sh RUNS_DIR   (then copy the files listed at the end into knot_core/models/)
 # WIDTH=256 LAYERS=6 DEVICE=cuda train/recipe.sh RUNS_DIR: the same stages for a wider/deeper DiT (shipped: 128 and
-# 4; train_demo.py --width/--layers), the DiT and codec trainers on that device (default cpu; cuda never run yet)
+# 4; train_demo.py --width/--layers), the DiT and codec trainers on that device (default cpu; cuda never run yet);
+# SIZE=128: every clip rendered and every model trained at 128x128 (shipped: 96; the model file records it)
 set -euo pipefail
 R=${1:?give a folder for the runs}
 export PYTHONPATH=. OMP_NUM_THREADS=1
 DEV=(--device "${DEVICE:-cpu}")
-DIT=(--width "${WIDTH:-128}" --layers "${LAYERS:-4}" "${DEV[@]}")
+SZ=(--size "${SIZE:-96}")
+DIT=(--width "${WIDTH:-128}" --layers "${LAYERS:-4}" "${SZ[@]}" "${DEV[@]}")
 # stage 1: the codec (encoder + decoder), then a new, twice as wide decoder alone with the encoder and latent
 # statistics frozen (the latent space the DiT learns stays the stage-1 one, so the two stages can run in parallel)
-python train/train_codec.py --out "$R/codec" --seed 0 --steps 800 --batch 16 --width 64 "${DEV[@]}"
+python train/train_codec.py --out "$R/codec" --seed 0 --steps 800 --batch 16 --width 64 "${SZ[@]}" "${DEV[@]}"
 python train/train_codec.py --out "$R/codec_w128" --seed 3 --steps 9000 --batch 16 --width 64 --decoder-width 128 \
-    --lr 2e-3 --decoder-only "$R/codec/demo_codec.safetensors" "${DEV[@]}"
+    --lr 2e-3 --decoder-only "$R/codec/demo_codec.safetensors" "${SZ[@]}" "${DEV[@]}"
 # stage 2: the DiT in each mode (knot = shipped; k0 and fixed_anchor = the benchmark's controls), on the
 # stage-1 latents: phase 1 with a teacher-forcing warm-up, phases 2-3 pure self-rollout at lower learning rates,
 # phase 4 teacher forcing falling linearly from every batch to none over 1,400 steps, then 600 of pure self-rollout
 # (without it the model never learnt to read its window: see the README)
-python train/train_demo.py --render-only --out "$R/knot" --clips 400 --data-seed 0 --cache "$R/clips.npz"
+python train/train_demo.py --render-only "${SZ[@]}" --out "$R/knot" --clips 400 --data-seed 0 --cache "$R/clips.npz"
 for m in knot k0 fixed_anchor; do
   python train/train_demo.py "${DIT[@]}" --codec "$R/codec/demo_codec.safetensors" --out "$R/$m" --mode $m \
       --clips 400 --seed 0 --cache "$R/clips.npz" --steps 300 --batch 2 --teacher-steps 60 --save-every 10
@@ -37,7 +39,7 @@ done
 # prior the model relies on changes); new clips because the model overfits 400 (phase 4's self-rollout loss
 # 0.216 on its training clips, 0.255 on 100 held-out ones: train/heldout_loss.py)
 blink_phase() {  # phase clips data_seed seed previous_phase steps
-  python train/train_demo.py --render-only --out "$R/knot_p$1" --clips "$2" --data-seed "$3" \
+  python train/train_demo.py --render-only "${SZ[@]}" --out "$R/knot_p$1" --clips "$2" --data-seed "$3" \
       --blink-interval 0.6 2.4 --cache "$R/clips_blink_p$1.npz"
   for m in knot k0 fixed_anchor; do
     python train/train_demo.py "${DIT[@]}" --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p$1" --mode $m \

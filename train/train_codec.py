@@ -28,6 +28,7 @@ import torch
 from demo_data import make_clips, to_video
 from safetensors.torch import load_file, save_file
 
+from knot_core.demo import DEMO_SIZE, demo_size_problem
 from knot_core.demo_codec import CodecConfig, DemoCodec
 
 log = logging.getLogger("train_codec")
@@ -96,16 +97,20 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--latent-noise", type=float, default=0.01, help="latent noise during training, times its std")
     p.add_argument("--decoder-only", type=Path, help="fine-tune this codec's decoder; encoder and stats frozen")
+    p.add_argument("--size", type=int, default=DEMO_SIZE,
+                   help=f"frame side of the clips in pixels, a multiple of 16 (shipped: {DEMO_SIZE})")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="torch device to train on (cuda: untested so far, no GPU was lent)")
     args = p.parse_args()
+    if (problem := demo_size_problem(args.size)) is not None:
+        p.error(problem)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    videos = make_clips(args.clips, args.seed, 25).videos
-    held_out = make_clips(8, args.seed + 1000, 25).videos
+    videos = make_clips(args.clips, args.seed, 25, args.size).videos
+    held_out = make_clips(8, args.seed + 1000, 25, args.size).videos
     log.info("rendered %d clips in %.0f s", len(videos), time.perf_counter() - started)
     codec = DemoCodec(CodecConfig(width=args.width, decoder_width=args.decoder_width)).to(args.device)
     rng, trained = np.random.default_rng(args.seed + 1), codec.parameters()

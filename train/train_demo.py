@@ -15,6 +15,8 @@ stream latent 0 give the anchor at offsets 8, 5, 6, 7, 4, 5 before the chunk —
 ahead produces (8 once, then 4..7). Warm-up: for the first --teacher-steps steps, a share of the batches falling
 linearly from 1 to 0 commits the ground truth instead of the model's output (teacher forcing), after which every
 chunk's context and knot are the model's own. --init-from continues a run (phases 2-3 of the recipe).
+--width/--layers scale the DiT and --size renders the clips at another frame side (default the shipped 96); the
+model file records all three, and everything that renders the demo reads the size from it.
 
 Modes: knot (c = 3, k = 1, running ahead: the shipped model); k0 (the same with k = 0: no knot); fixed_anchor
 (k = 1, the anchor stays at index 8; clips start at a random stream latent in [1, 2500], the distances a
@@ -43,6 +45,7 @@ from knot_core.demo import (
     DEMO_SIZE,
     DEMO_STREAM,
     build_demo_model,
+    demo_size_problem,
     demo_width_problem,
     load_codec,
 )
@@ -75,21 +78,23 @@ def mode_config(mode: str) -> StreamConfig:
 
 
 def rendered_clips(n: int, seed: int, latents: int, cache: Path | None,
-                   blink_interval: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
-    """n rendered clips (videos, signal rows, references, mouth/eye cells per frame), from `cache` if it holds
-    exactly these (rendering is a few minutes of the CPU budget; the codec can change, the clips do not)."""
-    key = np.array([n, seed, latents] + ([] if blink_interval is None else list(blink_interval)))
+                   blink_interval: tuple[float, float] | None = None, size: int = DEMO_SIZE) -> dict[str, np.ndarray]:
+    """n rendered clips (videos, signal rows, references, mouth/eye cells per frame) of `size` pixels square, from
+    `cache` if it holds exactly these (rendering is a few minutes of the CPU budget; the codec can change, the
+    clips do not). The key names the size only when it is not the shipped one, so existing caches stay valid."""
+    key = np.array([n, seed, latents] + ([] if blink_interval is None else list(blink_interval))
+                   + ([] if size == DEMO_SIZE else [size]))
     if cache is not None and cache.is_file():
         with np.load(cache) as f:
             if f["key"].shape == key.shape and np.allclose(f["key"], key):
                 return dict(f)
     frames, parts = 1 + 4 * (latents - 1), {"videos": [], "signal": [], "references": [], "cells": []}
     for block in range(0, n, 50):
-        clips = make_clips(min(50, n - block), seed * 100_003 + block, frames, blink_interval=blink_interval)
+        clips = make_clips(min(50, n - block), seed * 100_003 + block, frames, size, blink_interval=blink_interval)
         parts["videos"].append(clips.videos)
         parts["signal"].append(clips.signal)
         parts["references"].append(clips.references)
-        parts["cells"].append(region_cells(clips.portraits, clips.drawn))
+        parts["cells"].append(region_cells(clips.portraits, clips.drawn, size))
     data = {k: np.concatenate(v) for k, v in parts.items()} | {"key": key}
     if cache is not None:
         np.savez(cache, **data)
@@ -116,13 +121,13 @@ def blinking(features: np.ndarray) -> torch.Tensor:
     return torch.from_numpy((features[..., BLINK] > 0.1).any(2)).float()[:, None, :, None, None]
 
 
-def region_cells(portraits: list[Portrait], drawn: np.ndarray) -> np.ndarray:
-    """(b, V, h, w) True on latent cells that the mouth or eyes touch, per video frame."""
-    h = DEMO_SIZE // 8
+def region_cells(portraits: list[Portrait], drawn: np.ndarray, size: int = DEMO_SIZE) -> np.ndarray:
+    """(b, V, size/8, size/8) True on latent cells that the mouth or eyes touch, per video frame."""
+    h = size // 8
     cells = np.zeros((len(portraits), drawn.shape[1], h, h), bool)
     for i, portrait in enumerate(portraits):
         for t, row in enumerate(drawn[i]):
-            r = regions(portrait, DrivingFrame.from_vector(row), DEMO_SIZE)
+            r = regions(portrait, DrivingFrame.from_vector(row), size)
             for x0, y0, x1, y1 in (r.mouth, r.eyes):
                 cells[i, t, y0 // 8: -(-y1 // 8), x0 // 8: -(-x1 // 8)] = True
     return cells
@@ -170,10 +175,13 @@ def main() -> None:
     p.add_argument("--init-from", type=Path, help="continue from this demo.safetensors")
     p.add_argument("--width", type=int, default=DEMO_DIT.dim, help="DiT channels (heads of 32; shipped: 128)")
     p.add_argument("--layers", type=int, default=DEMO_DIT.num_layers, help="DiT blocks (shipped: 4)")
+    p.add_argument("--size", type=int, default=DEMO_SIZE,
+                   help=f"frame side in pixels, a multiple of 16 (shipped: {DEMO_SIZE}); the model file records it")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="torch device to train on (cuda: untested so far, no GPU was lent)")
     args = p.parse_args()
-    for problem in (blink_interval_problem(args.blink_interval), demo_width_problem(args.width, args.layers)):
+    for problem in (blink_interval_problem(args.blink_interval), demo_width_problem(args.width, args.layers),
+                    demo_size_problem(args.size)):
         if problem is not None:
             p.error(problem)
     if args.codec is None and not args.render_only:
@@ -190,7 +198,7 @@ def main() -> None:
     started = time.perf_counter()
     cfg = mode_config(args.mode)
     data = rendered_clips(args.clips, args.data_seed, CLIP_LATENTS, args.cache,
-                          None if args.blink_interval is None else tuple(args.blink_interval))
+                          None if args.blink_interval is None else tuple(args.blink_interval), args.size)
     log.info("rendered %d clips in %.0f s", args.clips, time.perf_counter() - started)
     if args.render_only:
         return
@@ -210,7 +218,7 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[args.lr, args.lr * args.adapter_lr_mult],
                                                 total_steps=args.steps, pct_start=0.05)
     gen = torch.Generator().manual_seed(args.seed + 2)
-    sampler = SamplerDefaults(cfg, DEMO_SAMPLER.fps, DEMO_SAMPLER.resolution)
+    sampler = SamplerDefaults(cfg, DEMO_SAMPLER.fps, (args.size, args.size))
     args.out.mkdir(parents=True, exist_ok=True)
     losses, chunk_curve = [], []
     for step in range(args.steps):

@@ -45,7 +45,7 @@ from train_demo import (
 
 from knot_core.checkpoints import load_dit
 from knot_core.config import FRAMES_PER_LATENT
-from knot_core.demo import load_codec
+from knot_core.demo import demo_size, load_codec
 from knot_core.demo_codec import DemoCodec
 
 log = logging.getLogger("tune_decoder")
@@ -140,21 +140,26 @@ def main() -> None:
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
+    loaded = [load_dit(path, dtype=torch.float32) for path in args.models]
+    sizes = {demo_size(info) for _, info in loaded}
+    if len(sizes) != 1:
+        p.error(f"--models were trained at different sizes {sorted(sizes)}; give models of one --size")
+    size = sizes.pop()
     codec = load_codec(args.codec)  # frozen: only the decoder is given back its gradients below
     data = rendered_clips(args.clips, args.data_seed, CLIP_LATENTS, args.cache,
-                          None if args.blink_interval is None else tuple(args.blink_interval))
+                          None if args.blink_interval is None else tuple(args.blink_interval), size)
     videos = data["videos"]
     encoded = encode_clips(codec, data, 0.0)
     order = np.random.default_rng(args.seed).permutation(args.clips)
     pairs = []  # (streamed latents, their clips' videos, first clip latent) per mode
-    for k, (mode, path) in enumerate(zip(args.modes, args.models)):
+    for k, (mode, (model, _)) in enumerate(zip(args.modes, loaded)):
         clips = np.sort(order[k * args.per_mode:(k + 1) * args.per_mode])
-        model = load_dit(path, dtype=torch.float32)[0].eval()
+        model.eval()
         pairs.append((dit_latents(model, mode, encoded, clips, args.seed + k), videos[clips],
                       first_clip_latent(mode)))
         log.info("%s: rolled out %d clips (%.0f s)", mode, len(clips), time.perf_counter() - started)
-    held_out = make_clips(8, args.heldout_seed, 25).videos  # train_codec.py's held-out clips of its seed 2
-    del data, encoded
+    held_out = make_clips(8, args.heldout_seed, 25, size).videos  # train_codec.py's held-out clips of its seed 2
+    del data, encoded, loaded
     trained = [q.requires_grad_(True) for q in (*codec.decoder.parameters(), *codec.decoder_skip.parameters())]
     opt = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)

@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..demo import DEMO_PORTRAIT_SEED, demo_reference, load_demo
+from ..demo import DEMO_PORTRAIT_SEED, demo_reference, demo_size, load_demo
 from ..engine.stream import StreamInputs
 from ..errors import InputError, KnotError
 from .driving import live_driving
@@ -26,7 +26,7 @@ def demo_live_stream(options: DemoLiveOptions = DemoLiveOptions(), settings: Liv
     """A live stream of the demo portrait (not started)."""
     settings = settings or LiveSettings()
     model, info, codec = load_demo()
-    _, reference = demo_reference(codec, options.portrait_seed)  # (1, 16, 1, 8, 8)
+    _, reference = demo_reference(codec, options.portrait_seed, demo_size(info))  # (1, 16, 1, h, w)
     inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference)
     driving = live_driving(model, seed=options.motion_seed, motion_amount=options.motion_amount, fps=settings.fps)
     return LiveStream(model, info.stream_config(), inputs, codec, driving, settings)
