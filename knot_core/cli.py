@@ -311,7 +311,8 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="render an animated portrait with the bundled demo model (no downloads)",
                        description="A procedural portrait driven by seeded head motion and, for the mouth, the "
                                    "loudness of a speech clip (bundled, or --audio), generated chunk by chunk on "
-                                   "the bundled 4-layer Knot Forcing model (96x96), 25 fps, audio muxed in.")
+                                   "the bundled 4-layer Knot Forcing model (96x96), 25 fps, audio muxed in. "
+                                   "--models renders another demo model (a train/recipe.sh run's) at its size.")
     p.add_argument("--out", default="demo.mp4", metavar="PATH",
                    help="output MP4 (default demo.mp4; an existing file is kept unless --overwrite)")
     length = p.add_mutually_exclusive_group()
@@ -321,6 +322,8 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio", metavar="FILE", help="speech file that drives the mouth and is muxed in")
     p.add_argument("--seed", type=int, default=0, help="seed of the head motion and the sampler noise")
     p.add_argument("--portrait-seed", type=int, default=2026, help="which procedural identity to animate")
+    p.add_argument("--models", metavar="DIR", help="folder holding demo.safetensors and demo_codec.safetensors "
+                                                   "(default: the bundled ones)")
     _add_job_options(p, threads=1)
     _add_stream_options(p)
 
@@ -332,6 +335,8 @@ def run_demo(args: argparse.Namespace) -> int:
     options = {"frames": args.frames, "seed": args.seed, "portrait_seed": args.portrait_seed,
                "settings": _settings(args), "overwrite": args.overwrite, "resume": args.resume, "crf": args.crf,
                "save_every": args.save_every, "threads": args.threads}
+    if args.models is not None:
+        options["models"] = args.models  # DemoJob makes it a Path
     report, status = _run_stoppable(args.out, lambda stop: render_demo(
         args.out, args.seconds, args.audio, should_stop=stop, progress=not args.quiet, **options))
     if status == 0:

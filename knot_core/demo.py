@@ -266,6 +266,11 @@ def load_demo_job(job: DemoJob, *, progress: bool = False):
     from .render_path import prepare
     from .render_plan import Length
 
+    for name in (DEMO_MODEL.name, DEMO_CODEC.name):
+        if not (job.models / name).is_file():
+            raise InputError(f"models folder {str(job.models)!r} has no {name}; give a folder holding "
+                             f"{DEMO_MODEL.name} and {DEMO_CODEC.name} (as train/recipe.sh writes them), or leave "
+                             "--models out for the bundled ones")
     check_output(job.out, [job.audio_file, job.models / DEMO_MODEL.name, job.models / DEMO_CODEC.name],
                  overwrite=job.overwrite, resume=job.resume)
     if not job.audio_file.is_file():

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from knot_core.checkpoints import load_dit
+from knot_core.cli import main
 from knot_core.demo import (
     DEMO_CODEC,
     DEMO_MODEL,
@@ -114,3 +115,14 @@ def test_a_model_trained_at_64_pixels_records_it_and_renders_at_it(tmp_path):
     shutil.copy(DEMO_CODEC, folder / DEMO_CODEC.name)
     shutil.copy(out / "demo.safetensors", folder / DEMO_MODEL.name)
     assert _mp4_size(render_demo(tmp_path / "b.mp4", 0.5, models=folder).path)[1:] == (64, 64)
+
+
+def test_demo_models_renders_a_trained_folder_at_its_size_and_a_missing_file_is_one_line(tmp_path, capsys):
+    folder = _models_at(tmp_path / "m64", 64)
+    assert main(["demo", "--seconds", "0.5", "--out", str(tmp_path / "a.mp4"), "--models", str(folder), "-q"]) == 0
+    assert _mp4_size(tmp_path / "a.mp4")[1:] == (64, 64)
+    (folder / DEMO_CODEC.name).unlink()
+    assert main(["demo", "--seconds", "0.5", "--out", str(tmp_path / "b.mp4"), "--models", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"models folder {str(folder)!r} has no {DEMO_CODEC.name}" in err and err.count("\n") == 1
+    assert not (tmp_path / "b.mp4").exists()
