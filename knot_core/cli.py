@@ -358,12 +358,17 @@ def add_live(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds (default: run until Ctrl-C)")
     p.add_argument("--portrait-seed", type=int, default=2026, help="which procedural identity to animate")
     p.add_argument("--motion-amount", type=float, default=0.8, help="head motion amplitude, 0..1 (0: still head)")
+    p.add_argument("--models", metavar="DIR", help="folder holding demo.safetensors and demo_codec.safetensors "
+                                                   "(default: the bundled ones)")
 
 
 def run_live(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .live.demo import DemoLiveOptions, ServeOptions, serve_demo
 
-    demo = DemoLiveOptions(portrait_seed=args.portrait_seed, motion_amount=args.motion_amount)
+    demo = DemoLiveOptions(portrait_seed=args.portrait_seed, motion_amount=args.motion_amount,
+                           **({} if args.models is None else {"models": Path(args.models).expanduser()}))
     serve_demo(ServeOptions(args.host, args.port, args.record, args.overwrite, args.seconds, demo), say=print)
     return 0
 

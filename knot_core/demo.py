@@ -139,6 +139,18 @@ def load_codec(path: str | Path = DEMO_CODEC) -> DemoCodec:
     return codec.eval().requires_grad_(False)
 
 
+def demo_files(models: Path = MODELS_DIR) -> tuple[Path, Path]:
+    """(model file, codec file) of a demo models folder (the bundled one, or a train/recipe.sh run's), checked to
+    exist: a folder missing either is one line naming it."""
+    files = (models / DEMO_MODEL.name, models / DEMO_CODEC.name)
+    for path in files:
+        if not path.is_file():
+            raise InputError(f"models folder {str(models)!r} has no {path.name}; give a folder holding "
+                             f"{DEMO_MODEL.name} and {DEMO_CODEC.name} (as train/recipe.sh writes them), or leave "
+                             "--models out for the bundled ones")
+    return files
+
+
 def load_demo(model_path: str | Path = DEMO_MODEL, codec_path: str | Path = DEMO_CODEC):
     """(model, info, codec) of the shipped demo, in float32 on the CPU."""
     from .checkpoints import load_dit
@@ -266,18 +278,12 @@ def load_demo_job(job: DemoJob, *, progress: bool = False):
     from .render_path import prepare
     from .render_plan import Length
 
-    for name in (DEMO_MODEL.name, DEMO_CODEC.name):
-        if not (job.models / name).is_file():
-            raise InputError(f"models folder {str(job.models)!r} has no {name}; give a folder holding "
-                             f"{DEMO_MODEL.name} and {DEMO_CODEC.name} (as train/recipe.sh writes them), or leave "
-                             "--models out for the bundled ones")
-    check_output(job.out, [job.audio_file, job.models / DEMO_MODEL.name, job.models / DEMO_CODEC.name],
-                 overwrite=job.overwrite, resume=job.resume)
+    check_output(job.out, [job.audio_file, *demo_files(job.models)], overwrite=job.overwrite, resume=job.resume)
     if not job.audio_file.is_file():
         raise InputError(f"audio file {str(job.audio_file)!r} does not exist; give a speech file or leave --audio "
                          "out to use the bundled clip")
     audio = audio_for_mux(*load_audio(job.audio_file))
-    model, info, codec = load_demo(job.models / DEMO_MODEL.name, job.models / DEMO_CODEC.name)
+    model, info, codec = load_demo(*demo_files(job.models))
     cfg = info.stream_config().with_settings(job.settings)
     _, reference = demo_reference(codec, job.portrait_seed, demo_size(info))  # (1, 16, 1, h, w)
     motion = demo_motion(job.seed, job.num_frames, job.audio_file)
@@ -317,7 +323,7 @@ def demo_frames(motion: MotionSequence, seconds: float, *, seed: int = 0, portra
 
     models = Path(models)
     with torch_threads(threads):
-        model, info, codec = load_demo(models / DEMO_MODEL.name, models / DEMO_CODEC.name)
+        model, info, codec = load_demo(*demo_files(models))
         _, reference = demo_reference(codec, portrait_seed, demo_size(info))
         inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference,
                               signals=(MotionSignal(motion),))

@@ -28,7 +28,8 @@ from knot_core.demo import (
     load_codec,
     render_demo,
 )
-from knot_core.errors import CheckpointError
+from knot_core.errors import CheckpointError, InputError
+from knot_core.live.demo import DemoLiveOptions, demo_live_stream
 from knot_core.model_file import save_knot_model
 from knot_core.pipeline import video_frames_for
 
@@ -126,3 +127,14 @@ def test_demo_models_renders_a_trained_folder_at_its_size_and_a_missing_file_is_
     err = capsys.readouterr().err
     assert f"models folder {str(folder)!r} has no {DEMO_CODEC.name}" in err and err.count("\n") == 1
     assert not (tmp_path / "b.mp4").exists()
+
+
+def test_the_live_demo_streams_a_models_folder_at_its_size(tmp_path):
+    stream = demo_live_stream(DemoLiveOptions(models=_models_at(tmp_path / "m64", 64))).start()
+    try:
+        chunk = stream.subscribe(maxlen=100).get(timeout=30)
+    finally:
+        stream.stop()
+    assert tuple(chunk.frames.shape) == (9, 64, 64, 3)  # the first chunk: latent 0 -> 1 frame, then 4 per latent
+    with pytest.raises(InputError, match=f"models folder '{tmp_path}' has no demo.safetensors"):
+        demo_live_stream(DemoLiveOptions(models=tmp_path))
