@@ -49,6 +49,7 @@ from knot_core.config import VAE_STRIDE, StreamConfig  # noqa: E402
 from knot_core.demo import (  # noqa: E402
     DEMO_PORTRAIT_SEED,
     MODELS_DIR,
+    demo_files,
     demo_reference,
     demo_size,
     load_demo,
@@ -56,6 +57,7 @@ from knot_core.demo import (  # noqa: E402
 )
 from knot_core.demo_codec import StreamingDecoder  # noqa: E402
 from knot_core.engine.stream import StreamInputs, generate, start_stream  # noqa: E402
+from knot_core.errors import InputError  # noqa: E402
 from knot_core.faces import PARAM_NAMES, DrivingFrame, Portrait, regions, render, render_video  # noqa: E402
 from knot_core.motion import FPS, MotionSequence, MotionSignal  # noqa: E402
 from knot_core.quality_metrics import (  # noqa: E402
@@ -352,7 +354,7 @@ def model_version(path: Path) -> str:
 def measure_row(row: str, args) -> tuple[dict, np.ndarray, int]:
     """One row of the table in its own process: (result, contact-sheet frames, first frame of the sheet's chunk)."""
     with torch_threads(args.threads), torch.inference_mode(), tempfile.TemporaryDirectory() as tmp:
-        model, info, codec = load_demo(args.models / "demo.safetensors", args.models / "demo_codec.safetensors")
+        model, info, codec = load_demo(args.models)
         side = demo_size(info)
         portrait, reference = demo_reference(codec, args.portrait_seed, side)
         motion = MotionSequence(args.seed, args.frames + 64, amount=MOTION_AMOUNT, idle=IDLE)
@@ -403,6 +405,10 @@ def main() -> None:
         ap.error(f"unknown runs {unknown}; choose from {', '.join(RUNS)}")
     if args.frames < args.segment:
         ap.error(f"--frames {args.frames} is shorter than one --segment {args.segment}")
+    try:
+        demo_files(args.models)  # before any row starts: a folder missing a file is one line, not a worker's traceback
+    except InputError as e:
+        ap.error(str(e))
 
     rows = ["ground_truth", "codec_round_trip", "still_reference", *runs]
     with multiprocessing.get_context("fork").Pool(min(args.jobs, len(rows))) as pool:

@@ -151,10 +151,11 @@ def demo_files(models: Path = MODELS_DIR) -> tuple[Path, Path]:
     return files
 
 
-def load_demo(model_path: str | Path = DEMO_MODEL, codec_path: str | Path = DEMO_CODEC):
-    """(model, info, codec) of the shipped demo, in float32 on the CPU."""
+def load_demo(models: str | Path = MODELS_DIR):
+    """(model, info, codec) of a demo models folder (default: the shipped one), in float32 on the CPU."""
     from .checkpoints import load_dit
 
+    model_path, codec_path = demo_files(Path(models))
     model, info = load_dit(model_path, dtype=torch.float32)
     return model, info, load_codec(codec_path)
 
@@ -283,7 +284,7 @@ def load_demo_job(job: DemoJob, *, progress: bool = False):
         raise InputError(f"audio file {str(job.audio_file)!r} does not exist; give a speech file or leave --audio "
                          "out to use the bundled clip")
     audio = audio_for_mux(*load_audio(job.audio_file))
-    model, info, codec = load_demo(*demo_files(job.models))
+    model, info, codec = load_demo(job.models)
     cfg = info.stream_config().with_settings(job.settings)
     _, reference = demo_reference(codec, job.portrait_seed, demo_size(info))  # (1, 16, 1, h, w)
     motion = demo_motion(job.seed, job.num_frames, job.audio_file)
@@ -323,7 +324,7 @@ def demo_frames(motion: MotionSequence, seconds: float, *, seed: int = 0, portra
 
     models = Path(models)
     with torch_threads(threads):
-        model, info, codec = load_demo(*demo_files(models))
+        model, info, codec = load_demo(models)
         _, reference = demo_reference(codec, portrait_seed, demo_size(info))
         inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference,
                               signals=(MotionSignal(motion),))

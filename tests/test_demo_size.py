@@ -138,3 +138,15 @@ def test_the_live_demo_streams_a_models_folder_at_its_size(tmp_path):
     assert tuple(chunk.frames.shape) == (9, 64, 64, 3)  # the first chunk: latent 0 -> 1 frame, then 4 per latent
     with pytest.raises(InputError, match=f"models folder '{tmp_path}' has no demo.safetensors"):
         demo_live_stream(DemoLiveOptions(models=tmp_path))
+
+
+def test_the_quality_benchmark_refuses_a_models_folder_missing_a_file_in_one_line(tmp_path):
+    bench = TRAIN.parent / "bench" / "quality.py"
+    run = subprocess.run([sys.executable, str(bench), "--models", str(tmp_path), "--out-dir", str(tmp_path / "q")],
+                         capture_output=True, text=True, timeout=120, env=ENV)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == (f"quality.py: error: models folder '{tmp_path}' has no "
+                                                   "demo.safetensors; give a folder holding demo.safetensors and "
+                                                   "demo_codec.safetensors (as train/recipe.sh writes them), or "
+                                                   "leave --models out for the bundled ones")
+    assert not (tmp_path / "q").exists()

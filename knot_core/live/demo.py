@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..demo import DEMO_PORTRAIT_SEED, MODELS_DIR, demo_files, demo_reference, demo_size, load_demo
+from ..demo import DEMO_PORTRAIT_SEED, MODELS_DIR, demo_reference, demo_size, load_demo
 from ..engine.stream import StreamInputs
 from ..errors import InputError, KnotError
 from .driving import live_driving
@@ -27,7 +27,7 @@ class DemoLiveOptions:
 def demo_live_stream(options: DemoLiveOptions = DemoLiveOptions(), settings: LiveSettings | None = None) -> LiveStream:
     """A live stream of the demo portrait (not started)."""
     settings = settings or LiveSettings()
-    model, info, codec = load_demo(*demo_files(options.models))
+    model, info, codec = load_demo(options.models)
     _, reference = demo_reference(codec, options.portrait_seed, demo_size(info))  # (1, 16, 1, h, w)
     inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference)
     driving = live_driving(model, seed=options.motion_seed, motion_amount=options.motion_amount, fps=settings.fps)
