@@ -26,6 +26,18 @@ def test_blink_interval_adds_blinks_and_keeps_everything_else():
     assert closed[1] > 2.5 * closed[0]  # 0.6-1 s slots instead of 3 s
 
 
+def test_still_share_draws_clips_without_idle_motion_and_keeps_everything_else():
+    plain, mixed = make_clips(8, 5, 49, size=32), make_clips(8, 5, 49, size=32, still_share=0.5)
+    assert np.array_equal(make_clips(8, 5, 49, size=32).videos, plain.videos)  # the default stays seeded
+    assert np.array_equal(plain.signal, mixed.signal)  # same identities and driving
+    still = [bool(np.array_equal(d, s)) for d, s in zip(mixed.drawn, mixed.signal)]
+    assert not any(np.array_equal(d, s) for d, s in zip(plain.drawn, plain.signal))  # idle motion in every clip
+    assert 2 <= sum(still) <= 6  # about half drawn as the driving says, nothing added
+    moved = [i for i in range(8) if not still[i]]
+    for name in ("videos", "drawn", "references"):  # the others are the default clips
+        assert np.array_equal(getattr(plain, name)[moved], getattr(mixed, name)[moved])
+
+
 def test_blinking_marks_latents_whose_rows_close_an_eye():
     features = np.zeros((2, 5, 4, 9), np.float32)
     features[0, 2, 3, BLINK] = 0.3

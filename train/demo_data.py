@@ -29,15 +29,19 @@ class Clips:
 
 
 def make_clips(n: int, seed: int, frames: int, size: int = DEMO_SIZE, idle: tuple[float, float] = (0.5, 1.5),
-               neutral_reference: float = 0.5, blink_interval: tuple[float, float] | None = None) -> Clips:
+               neutral_reference: float = 0.5, blink_interval: tuple[float, float] | None = None,
+               still_share: float = 0.0) -> Clips:
     """n clips of `frames` video frames. Half the references (neutral_reference) are the neutral pose (the
     demo's reference), the others a pose drawn after the clip's end, so the anchor is never a frame of the clip.
     blink_interval (lo, hi) seconds: each clip's blink slot drawn from it (default: the 3 s of every render).
     A blink is 5 of 75 frames at 3 s, too rare a target for the loss to learn; the driving row tells the model
-    when one happens, so showing more of them changes no prior the model relies on at inference."""
+    when one happens, so showing more of them changes no prior the model relies on at inference.
+    still_share: the share of clips drawn without idle motion, as every render the demo itself makes (its driving
+    holds all of the head's motion); drawn from its own stream, so the other clips are the default ones."""
     rng = np.random.default_rng(seed)
     # its own stream of draws, so the default clips stay exactly those rendered before the option existed
     intervals = np.random.default_rng([seed, 29]).uniform(*blink_interval, n) if blink_interval else None
+    still = np.random.default_rng([seed, 31]).uniform(size=n) < still_share
     videos = np.zeros((n, frames, size, size, 3), np.uint8)
     signal = np.zeros((n, frames, NUM_PARAMS), np.float32)
     drawn = np.zeros((n, frames, NUM_PARAMS), np.float32)
@@ -45,7 +49,7 @@ def make_clips(n: int, seed: int, frames: int, size: int = DEMO_SIZE, idle: tupl
     portraits = []
     for i in range(n):
         motion = MotionSequence(int(rng.integers(1 << 30)), amount=float(rng.uniform(0.3, 1.1)),
-                                idle=float(rng.uniform(*idle)),
+                                idle=float(rng.uniform(*idle)) * (not still[i]),  # drawn always: same clips
                                 **({} if intervals is None else {"blink_interval": float(intervals[i])}))
         start = int(rng.integers(0, 5000))
         portrait = Portrait.random(int(rng.integers(1 << 30)))

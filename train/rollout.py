@@ -111,6 +111,8 @@ class StepResult:
     loss: Tensor
     chunk_losses: list[float]
     committed: Tensor  # (B, 16, chunks * c, h, w) the latents the stream output (fused, detached)
+    predicted: Tensor  # (B, 16, chunks * (c + k), h, w) each chunk's graph-carrying x0 prediction
+    truth: Tensor  # (B, 16, chunks * (c + k), h, w) the ground-truth latents they regress to
 
 
 def _timesteps(value: float, batch: int, frames: int, device: torch.device) -> Tensor:
@@ -156,7 +158,7 @@ def rollout_loss(model, cfg: StreamConfig, clips: ClipBatch, chunks: int, gen: t
         memory.anchor_reference(model_input(model.cfg, ref, reference_known(ref), ref),
                                 _timesteps(0.0, b, 1, ref.device))
     like = torch.zeros(b, LATENT_CHANNELS, 1, h, w, device=ref.device)
-    total, losses, outputs = 0.0, [], []
+    total, losses, outputs, predicted, truth = 0.0, [], [], [], []
     for _ in range(chunks):
         i = state.next_frame
         j0 = i - clips.start  # clip latent of the chunk's first frame
@@ -169,6 +171,8 @@ def rollout_loss(model, cfg: StreamConfig, clips: ClipBatch, chunks: int, gen: t
         target, weight = clips.latents[:, :, j0:j0 + span], clips.weight[:, :, j0:j0 + span]
         loss = ((pred - target).pow(2) * weight).mean() / weight.mean()
         total, losses = total + loss, losses + [loss.item()]
+        predicted.append(pred)
+        truth.append(target)
         committed, state.knot = x0[:, :, :c], (x0[:, :, c:] if cfg.knot_len else None)
         outputs.append(committed.detach())
         if clips.teacher:
@@ -179,4 +183,4 @@ def rollout_loss(model, cfg: StreamConfig, clips: ClipBatch, chunks: int, gen: t
                                slice_driving(driving, 0, c))
             commit_chunk(ctx, cfg.context_noise, committed, known.frames(0, c))
         state.next_frame += c
-    return StepResult(total / chunks, losses, torch.cat(outputs, 2))
+    return StepResult(total / chunks, losses, torch.cat(outputs, 2), torch.cat(predicted, 2), torch.cat(truth, 2))

@@ -16,7 +16,9 @@ ahead produces (8 once, then 4..7). Warm-up: for the first --teacher-steps steps
 linearly from 1 to 0 commits the ground truth instead of the model's output (teacher forcing), after which every
 chunk's context and knot are the model's own. --init-from continues a run (phases 2-3 of the recipe).
 --width/--layers scale the DiT and --size renders the clips at another frame side (default the shipped 96); the
-model file records all three, and everything that renders the demo reads the size from it.
+model file records all three, and everything that renders the demo reads the size from it. --adversarial W adds a
+latent critic's hinge term (train/latent_critic.py) at weight W beside the regression, after --critic-warmup steps
+of the critic alone: tried on the CPU and not in the recipe (README, "How the demo model is trained").
 
 Modes: knot (c = 3, k = 1, running ahead: the shipped model); k0 (the same with k = 0: no knot); fixed_anchor
 (k = 1, the anchor stays at index 8; clips start at a random stream latent in [1, 2500], the distances a
@@ -35,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from demo_data import make_clips, to_video
+from latent_critic import LatentCritic, critic_loss, generator_loss
 from rollout import ClipBatch, rollout_loss
 
 from knot_core.checkpoints import load_dit
@@ -78,19 +81,22 @@ def mode_config(mode: str) -> StreamConfig:
 
 
 def rendered_clips(n: int, seed: int, latents: int, cache: Path | None,
-                   blink_interval: tuple[float, float] | None = None, size: int = DEMO_SIZE) -> dict[str, np.ndarray]:
+                   blink_interval: tuple[float, float] | None = None, size: int = DEMO_SIZE,
+                   still_share: float = 0.0) -> dict[str, np.ndarray]:
     """n rendered clips (videos, signal rows, references, mouth/eye cells per frame) of `size` pixels square, from
     `cache` if it holds exactly these (rendering is a few minutes of the CPU budget; the codec can change, the
-    clips do not). The key names the size only when it is not the shipped one, so existing caches stay valid."""
+    clips do not). The key names the size and the still share only when they are not the defaults, so existing
+    caches stay valid."""
     key = np.array([n, seed, latents] + ([] if blink_interval is None else list(blink_interval))
-                   + ([] if size == DEMO_SIZE else [size]))
+                   + ([] if size == DEMO_SIZE else [size]) + ([] if not still_share else [-1, still_share]))
     if cache is not None and cache.is_file():
         with np.load(cache) as f:
             if f["key"].shape == key.shape and np.allclose(f["key"], key):
                 return dict(f)
     frames, parts = 1 + 4 * (latents - 1), {"videos": [], "signal": [], "references": [], "cells": []}
     for block in range(0, n, 50):
-        clips = make_clips(min(50, n - block), seed * 100_003 + block, frames, size, blink_interval=blink_interval)
+        clips = make_clips(min(50, n - block), seed * 100_003 + block, frames, size, blink_interval=blink_interval,
+                           still_share=still_share)
         parts["videos"].append(clips.videos)
         parts["signal"].append(clips.signal)
         parts["references"].append(clips.references)
@@ -163,6 +169,8 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=500)
     p.add_argument("--blink-interval", type=float, nargs=2, metavar=("LO", "HI"),
                    help="seconds between blinks, drawn per clip (default 3, as every render)")
+    p.add_argument("--still-share", type=float, default=0.0,
+                   help="share of clips without idle head motion, as the demo's own renders (default 0)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -177,6 +185,11 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=DEMO_DIT.num_layers, help="DiT blocks (shipped: 4)")
     p.add_argument("--size", type=int, default=DEMO_SIZE,
                    help=f"frame side in pixels, a multiple of 16 (shipped: {DEMO_SIZE}); the model file records it")
+    p.add_argument("--adversarial", type=float, default=0.0,
+                   help="weight of a latent critic's hinge term beside the x0 regression (0: none, as shipped)")
+    p.add_argument("--critic-lr", type=float, default=2e-4)
+    p.add_argument("--critic-steps", type=int, default=1, help="critic updates per DiT step (same batch)")
+    p.add_argument("--critic-warmup", type=int, default=100, help="steps the critic trains before the DiT sees it")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="torch device to train on (cuda: untested so far, no GPU was lent)")
     args = p.parse_args()
@@ -198,7 +211,8 @@ def main() -> None:
     started = time.perf_counter()
     cfg = mode_config(args.mode)
     data = rendered_clips(args.clips, args.data_seed, CLIP_LATENTS, args.cache,
-                          None if args.blink_interval is None else tuple(args.blink_interval), args.size)
+                          None if args.blink_interval is None else tuple(args.blink_interval), args.size,
+                          args.still_share)
     log.info("rendered %d clips in %.0f s", args.clips, time.perf_counter() - started)
     if args.render_only:
         return
@@ -218,14 +232,34 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[args.lr, args.lr * args.adapter_lr_mult],
                                                 total_steps=args.steps, pct_start=0.05)
     gen = torch.Generator().manual_seed(args.seed + 2)
+    critic = None
+    if args.adversarial > 0:
+        with torch.random.fork_rng(devices=[]):  # the DiT's run draws the same numbers with or without a critic
+            torch.manual_seed(args.seed + 3)
+            critic = LatentCritic().to(args.device).train()
+        critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr, betas=(0.0, 0.99))
+    adv_curve, critic_curve = [], []
     sampler = SamplerDefaults(cfg, DEMO_SAMPLER.fps, (args.size, args.size))
     args.out.mkdir(parents=True, exist_ok=True)
     losses, chunk_curve = [], []
     for step in range(args.steps):
         teacher = float(torch.rand(1, generator=gen)) < 1 - step / max(args.teacher_steps, 1)
-        result = rollout_loss(model, cfg, sample(data, cfg, args.mode, args.batch, gen, teacher), CHUNKS, gen)
+        clips = sample(data, cfg, args.mode, args.batch, gen, teacher)
+        result = rollout_loss(model, cfg, clips, CHUNKS, gen)
+        loss = result.loss
+        if critic is not None:
+            for _ in range(args.critic_steps):
+                critic_opt.zero_grad()
+                d_loss = critic_loss(critic, result.truth, result.predicted, clips.reference)
+                d_loss.backward()
+                critic_opt.step()
+            critic_curve.append(d_loss.item())
+            if step >= args.critic_warmup:
+                g_loss = generator_loss(critic, result.predicted, clips.reference)
+                loss = loss + args.adversarial * g_loss
+                adv_curve.append(g_loss.item())
         opt.zero_grad()
-        result.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
@@ -234,8 +268,10 @@ def main() -> None:
             chunk_curve.append(result.chunk_losses)
         if (step + 1) % 10 == 0:
             tail = np.mean(chunk_curve[-20:], 0) if chunk_curve else []
-            log.info("%s step %d/%d loss %.4f per chunk %s (%.0f s)", args.mode, step + 1, args.steps,
-                     np.mean(losses[-10:]), np.round(tail, 3), time.perf_counter() - started)
+            log.info("%s step %d/%d loss %.4f per chunk %s%s (%.0f s)", args.mode, step + 1, args.steps,
+                     np.mean(losses[-10:]), np.round(tail, 3), "" if critic is None else
+                     f" critic {np.mean(critic_curve[-10:]):.3f} adversarial {np.mean(adv_curve[-10:] or [0]):.3f}",
+                     time.perf_counter() - started)
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             save_knot_model(model.eval(), args.out / "demo.safetensors", sampler=sampler)
             model.train()
