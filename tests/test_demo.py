@@ -37,21 +37,23 @@ from knot_core.quality_metrics import histogram_distance, mouth_darkness, psnr, 
 ROOT = Path(__file__).resolve().parents[1]
 MOUTH, BLINK = PARAM_NAMES.index("mouth_open"), PARAM_NAMES.index("blink")
 # Thresholds on the shipped weights, from the decoded MP4 of a 20 s render (measured on the 2-core CPU;
-# ground truth in brackets; "before": the phase-10 weights, which pass every bar; the phase-8 and phase-7 weights fail
-# the mouth-change bar; the phase-6 weights with the untuned decoder fail the blink, identity, PSNR, background and
-# mouth-change bars).
-MIN_MOUTH_R = 0.85  # measured 0.95 [0.99]; before: 0.94; before phases 5-6: 0.74
-MAX_BLINK_R = -0.55  # eye-box darkness vs blink (closed eyes hide the dark pupils): -0.69 [-0.93]; before: -0.64
-MIN_HEAD_R = 0.85  # head x: measured 0.94 [0.81; the skin centroid is a rough measure]
-MAX_IDENTITY = 0.8  # colour-histogram distance to the reference in the 20th second: 0.76 [0.10; another face 1.78]
-# mean |Laplacian| of the last 100 frames over the ground truth's: 0.61 [codec round trip 0.76]; before: 0.60 (phase
+# ground truth in brackets; "before": the phase-11 weights, which fail the identity, sharpness and background bars;
+# the phase-8 and phase-7 weights fail the mouth-change bar too; the phase-6 weights with the untuned decoder fail
+# the blink, identity, PSNR, background and mouth-change bars).
+MIN_MOUTH_R = 0.85  # measured 0.946 [0.99]; before: 0.953; before phases 5-6: 0.74
+MAX_BLINK_R = -0.55  # eye-box darkness vs blink (closed eyes hide the dark pupils): -0.65 [-0.93]; before: -0.69
+MIN_HEAD_R = 0.85  # head x: measured 0.92 [0.81; the skin centroid is a rough measure]; before: 0.94
+MAX_IDENTITY = 0.72  # colour-histogram distance to the reference in the 20th second: 0.68 [0.10; another face 1.76];
+# before: 0.76
+# mean |Laplacian| of the last 100 frames over the ground truth's: 0.644 [codec round trip 0.76]; before: 0.607 (phase
 # 6 with the untuned decoder 0.61, but part of that was the blobs it drew: edges too, hence the PSNR bars beside it)
-MIN_SHARPNESS = 0.55
-MIN_PSNR = 23.3  # last 100 frames vs the ground truth: 23.81 dB; before: 23.69 (phase 6, untuned decoder: 22.26)
+MIN_SHARPNESS = 0.62
+MIN_PSNR = 23.3  # last 100 frames vs the ground truth: 23.91 dB; before: 23.81 (phase 6, untuned decoder: 22.26)
 BACKGROUND_ROWS = 10  # the static background above the head
-MIN_BACKGROUND_PSNR = 35.5  # its PSNR in the same frames: 36.45 dB; before: 36.04 (phase 6, untuned decoder: 32.96;
-# it moves with the training seed: phase 8 gave 37.40 with seed 9, 35.52 with seed 10)
-MIN_MOUTH_CHANGE = 40.0  # held open vs closed, mouth-box darkening: 47.3 grey levels [33.8]; before: 46.5
+MIN_BACKGROUND_PSNR = 38.0  # its PSNR in the same frames: 39.47 dB; before: 36.45 (phase 6, untuned decoder: 32.96;
+# it moves with the training seed: phase 8 gave 37.40 with seed 9, 35.52 with seed 10; phase 12s's clips without idle
+# motion, like this render's, are what lifted it: the same steps on clips all with idle motion gave 35.26)
+MIN_MOUTH_CHANGE = 40.0  # held open vs closed, mouth-box darkening: 44.5 grey levels [33.8]; before: 47.3
 # the bar; the shipped codec measures 30.46 dB here (30.3 on the held-out clips of train_codec.py seed 2,
 # 29.68 dB averaged over 64 other held-out clips: README); the decoder before stage 3 (train/tune_decoder.py): 30.82
 MIN_CODEC_PSNR = 30.0

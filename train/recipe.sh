@@ -69,7 +69,19 @@ blink_phase 9 2400 6 10 8 1500
 blink_phase 10 2400 7 11 9 1500
 # phase 11: the same on 2,400 more (data seed 8) from phase 10
 blink_phase 11 2400 8 12 10 1500
-echo "ship: $R/decoder_p7/demo_codec.safetensors -> demo_codec.safetensors, $R/knot_p11/demo.safetensors -> \
+# phase 12s: 2,400 more (data seed 10), half of them drawn without idle motion, as the demo's own renders (their
+# driving holds all of the head's motion); every clip before had idle motion the driving leaves out, and the model
+# drew even a still portrait soft, hedging over where the head would be. 800 steps from phase 11, teacher share
+# falling to none over 300
+python train/train_demo.py --render-only "${SZ[@]}" --out "$R/knot_p12s" --clips 2400 --data-seed 10 \
+    --blink-interval 0.6 2.4 --still-share 0.5 --cache "$R/clips_still_p12s.npz"
+for m in knot k0 fixed_anchor; do
+  python train/train_demo.py "${DIT[@]}" --codec "$R/codec/demo_codec.safetensors" --out "$R/${m}_p12s" --mode $m \
+      --clips 2400 --data-seed 10 --blink-interval 0.6 2.4 --still-share 0.5 --cache "$R/clips_still_p12s.npz" \
+      --seed 14 --steps 800 --batch 4 --teacher-steps 300 --lr 3e-4 --region-weight 8 --blink-weight 3 \
+      --save-every 100 --init-from "$R/${m}_p11/demo.safetensors"
+done
+echo "ship: $R/decoder_p7/demo_codec.safetensors -> demo_codec.safetensors, $R/knot_p12s/demo.safetensors -> \
 demo.safetensors; the controls in fp16 (byte for byte the shipped files): python -m knot_core convert \
-$R/k0_p11/demo.safetensors knot_core/models/demo_k0.safetensors --dtype fp16, and the same for \
-$R/fixed_anchor_p11/demo.safetensors -> demo_fixed_anchor.safetensors"
+$R/k0_p12s/demo.safetensors knot_core/models/demo_k0.safetensors --dtype fp16, and the same for \
+$R/fixed_anchor_p12s/demo.safetensors -> demo_fixed_anchor.safetensors"
