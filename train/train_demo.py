@@ -16,7 +16,8 @@ ahead produces (8 once, then 4..7). Warm-up: for the first --teacher-steps steps
 linearly from 1 to 0 commits the ground truth instead of the model's output (teacher forcing), after which every
 chunk's context and knot are the model's own. --init-from continues a run (phases 2-3 of the recipe).
 --width/--layers scale the DiT and --size renders the clips at another frame side (default the shipped 96); the
-model file records all three, and everything that renders the demo reads the size from it. --adversarial W adds a
+model file records all three, and everything that renders the demo reads the size from it. --still-share F draws
+that share of the clips without idle motion, as the demo's own renders (recipe phase 12s). --adversarial W adds a
 latent critic's hinge term (train/latent_critic.py) at weight W beside the regression, after --critic-warmup steps
 of the critic alone: tried on the CPU and not in the recipe (README, "How the demo model is trained").
 
