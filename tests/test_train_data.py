@@ -14,7 +14,7 @@ TRAIN = Path(__file__).resolve().parents[1] / "train"
 sys.path.insert(0, str(TRAIN))
 
 from demo_data import make_clips  # noqa: E402
-from train_demo import BLINK, blink_interval_problem, blinking  # noqa: E402
+from train_demo import BLINK, blink_interval_problem, blinking, share_and_weight_problem  # noqa: E402
 
 
 def test_blink_interval_adds_blinks_and_keeps_everything_else():
@@ -36,6 +36,22 @@ def test_still_share_draws_clips_without_idle_motion_and_keeps_everything_else()
     moved = [i for i in range(8) if not still[i]]
     for name in ("videos", "drawn", "references"):  # the others are the default clips
         assert np.array_equal(getattr(plain, name)[moved], getattr(mixed, name)[moved])
+
+
+def test_a_bad_still_share_or_adversarial_weight_is_refused_before_any_rendering(tmp_path):
+    assert share_and_weight_problem(0.0, 0.0) is None and share_and_weight_problem(1.0, 0.1) is None
+    assert share_and_weight_problem(-0.5, 0.0) == ("--still-share -0.5: give a share of the clips from 0 to 1 "
+                                                   "(phase 12s: 0.5)")
+    assert share_and_weight_problem(0.5, -0.1) == "--adversarial -0.1: give a weight of 0 (no critic) or more"
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TRAIN), str(TRAIN.parent)])}
+    run = subprocess.run([sys.executable, str(TRAIN / "train_demo.py"), "--render-only", "--out", str(out),
+                          "--still-share", "1.5", "--cache", str(tmp_path / "clips.npz")],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == ("train_demo.py: error: --still-share 1.5: give a share of the "
+                                                   "clips from 0 to 1 (phase 12s: 0.5)")
+    assert not out.exists() and not (tmp_path / "clips.npz").exists()
 
 
 def test_blinking_marks_latents_whose_rows_close_an_eye():

@@ -76,6 +76,16 @@ def blink_interval_problem(interval: list[float] | None) -> str | None:
             f"(a blink takes {BLINK_FRAMES} frames)")
 
 
+def share_and_weight_problem(still_share: float, adversarial: float) -> str | None:
+    """The one-line complaint about a --still-share outside [0, 1] or a negative --adversarial, or None (either
+    would otherwise train silently as something else: all clips still, or no critic)."""
+    if not 0 <= still_share <= 1:
+        return f"--still-share {still_share}: give a share of the clips from 0 to 1 (phase 12s: 0.5)"
+    if adversarial < 0:
+        return f"--adversarial {adversarial}: give a weight of 0 (no critic) or more"
+    return None
+
+
 def mode_config(mode: str) -> StreamConfig:
     return {"knot": DEMO_STREAM, "k0": DEMO_STREAM.replace(knot_len=0),
             "fixed_anchor": DEMO_STREAM.replace(running_ahead=False)}[mode]
@@ -195,7 +205,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="torch device to train on (cuda: untested so far, no GPU was lent)")
     args = p.parse_args()
     for problem in (blink_interval_problem(args.blink_interval), demo_width_problem(args.width, args.layers),
-                    demo_size_problem(args.size)):
+                    demo_size_problem(args.size), share_and_weight_problem(args.still_share, args.adversarial)):
         if problem is not None:
             p.error(problem)
     if args.codec is None and not args.render_only:
