@@ -3,6 +3,7 @@ reference and the training clips follow it; a size the codec and the DiT cannot 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -150,3 +151,20 @@ def test_the_quality_benchmark_refuses_a_models_folder_missing_a_file_in_one_lin
                                                    "demo_codec.safetensors (as train/recipe.sh writes them), or "
                                                    "leave --models out for the bundled ones")
     assert not (tmp_path / "q").exists()
+
+
+def test_the_demo_render_figures_measure_a_models_folder_at_its_size(tmp_path):
+    folder = _models_at(tmp_path / "m64", 64)
+    bench = TRAIN.parent / "bench" / "demo_render.py"
+    run = subprocess.run([sys.executable, str(bench), "--models", str(folder), "--seconds", "2", "--json",
+                          str(tmp_path / "f.json")], capture_output=True, text=True, timeout=300, env=ENV)
+    assert run.returncode == 0, run.stderr
+    figures = json.loads((tmp_path / "f.json").read_text())
+    assert figures["frames"] == 53 and "53 frames 64x64" in run.stdout
+    # the ground truth's own driving r does not depend on the model; the model's measures are finite numbers
+    assert figures["ground_truth_following"]["mouth_r"] > 0.9
+    assert all(np.isfinite(figures[k]) for k in ("identity", "sharpness", "psnr", "background_psnr", "mouth_change"))
+    empty = subprocess.run([sys.executable, str(bench), "--models", str(tmp_path)], capture_output=True, text=True,
+                           timeout=120, env=ENV)
+    assert empty.returncode == 2 and empty.stderr.strip().splitlines()[-1].startswith(
+        f"demo_render.py: error: models folder '{tmp_path}' has no demo.safetensors")

@@ -30,9 +30,13 @@ Writes demo.safetensors (checkpoints every --save-every steps) and train_log.jso
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +65,8 @@ from knot_core.signals.base import wan_video_frames_of_latent
 
 log = logging.getLogger("train_demo")
 CHUNKS = 6
+BUDGET_MARGIN = 0.9  # of the seconds left for steps: checkpoints and the odd slow step take the rest
+RENDER_BLOCK = 50  # clips per seeded block (the block seeds fix which clips a data seed gives: keep it)
 CLIP_LATENTS = CHUNKS * DEMO_STREAM.chunk_len + DEMO_STREAM.knot_len + 1  # +1: fixed_anchor skips clip latent 0
 MODES = ("knot", "k0", "fixed_anchor")
 FIXED_ANCHOR_SPAN = 2500  # latents of a 10,000-frame render
@@ -86,34 +92,79 @@ def share_and_weight_problem(still_share: float, adversarial: float) -> str | No
     return None
 
 
+def budget_problem(max_seconds: float | None, teacher_share: float | None, workers: int) -> str | None:
+    """The one-line complaint about a --max-seconds, --teacher-share or --render-workers that cannot mean
+    anything, or None."""
+    if max_seconds is not None and max_seconds <= 0:
+        return f"--max-seconds {max_seconds:g}: give the wall time in seconds the run may take (more than 0)"
+    if teacher_share is not None and not 0 <= teacher_share <= 1:
+        return f"--teacher-share {teacher_share:g}: give a share of the steps from 0 to 1"
+    if workers < 1:
+        return f"--render-workers {workers}: give 1 or more processes"
+    return None
+
+
+def seconds_per_step(model, cfg: StreamConfig, data: dict, mode: str, batch: int, seed: int, n: int = 4) -> float:
+    """Wall time of one training step (rollout and backward) on a throwaway copy of the model with its own random
+    stream, so the run it sizes draws exactly the numbers of a run given the same --steps."""
+    probe, gen, times = copy.deepcopy(model), torch.Generator().manual_seed(seed), []
+    for _ in range(n):
+        begun = time.perf_counter()
+        result = rollout_loss(probe, cfg, sample(data, cfg, mode, batch, gen, False), CHUNKS, gen)
+        result.loss.backward()
+        result.loss.item()  # waits for the device
+        times.append(time.perf_counter() - begun)
+    return float(np.median(times[1:]))  # the first step pays one-off set-up
+
+
 def mode_config(mode: str) -> StreamConfig:
     return {"knot": DEMO_STREAM, "k0": DEMO_STREAM.replace(knot_len=0),
             "fixed_anchor": DEMO_STREAM.replace(running_ahead=False)}[mode]
 
 
+@dataclass(frozen=True)
+class ClipBlock:
+    """One independently seeded block of training clips (the unit a render worker draws)."""
+
+    n: int
+    seed: int
+    frames: int
+    size: int
+    blink_interval: tuple[float, float] | None
+    still_share: float
+
+
+def render_block(block: ClipBlock) -> dict[str, np.ndarray]:
+    clips = make_clips(block.n, block.seed, block.frames, block.size, blink_interval=block.blink_interval,
+                       still_share=block.still_share)
+    return {"videos": clips.videos, "signal": clips.signal, "references": clips.references,
+            "cells": region_cells(clips.portraits, clips.drawn, block.size)}
+
+
 def rendered_clips(n: int, seed: int, latents: int, cache: Path | None,
                    blink_interval: tuple[float, float] | None = None, size: int = DEMO_SIZE,
-                   still_share: float = 0.0) -> dict[str, np.ndarray]:
+                   still_share: float = 0.0, workers: int = 1) -> dict[str, np.ndarray]:
     """n rendered clips (videos, signal rows, references, mouth/eye cells per frame) of `size` pixels square, from
     `cache` if it holds exactly these (rendering is a few minutes of the CPU budget; the codec can change, the
     clips do not). The key names the size and the still share only when they are not the defaults, so existing
-    caches stay valid."""
+    caches stay valid. `workers` processes render blocks of clips side by side (the same clips)."""
     key = np.array([n, seed, latents] + ([] if blink_interval is None else list(blink_interval))
                    + ([] if size == DEMO_SIZE else [size]) + ([] if not still_share else [-1, still_share]))
     if cache is not None and cache.is_file():
         with np.load(cache) as f:
             if f["key"].shape == key.shape and np.allclose(f["key"], key):
                 return dict(f)
-    frames, parts = 1 + 4 * (latents - 1), {"videos": [], "signal": [], "references": [], "cells": []}
-    for block in range(0, n, 50):
-        clips = make_clips(min(50, n - block), seed * 100_003 + block, frames, size, blink_interval=blink_interval,
-                           still_share=still_share)
-        parts["videos"].append(clips.videos)
-        parts["signal"].append(clips.signal)
-        parts["references"].append(clips.references)
-        parts["cells"].append(region_cells(clips.portraits, clips.drawn, size))
-    data = {k: np.concatenate(v) for k, v in parts.items()} | {"key": key}
+    frames = 1 + 4 * (latents - 1)
+    blocks = [ClipBlock(min(RENDER_BLOCK, n - first), seed * 100_003 + first, frames, size, blink_interval,
+                        still_share) for first in range(0, n, RENDER_BLOCK)]
+    if workers > 1:  # blocks are seeded apart, so any number of workers renders the same clips
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(render_block, blocks))
+    else:
+        parts = [render_block(block) for block in blocks]
+    data = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]} | {"key": key}
     if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **data)
     return data
 
@@ -126,9 +177,11 @@ def encode_clips(codec, data: dict[str, np.ndarray], region_weight: float,
     event whose few cells the mean loss otherwise hardly sees)."""
     latents = 1 + (data["videos"].shape[1] - 1) // 4
     idx = np.array([wan_video_frames_of_latent(k) for k in range(latents)])  # (L, 4)
-    lat = torch.cat([codec.encode(to_video(data["videos"][i:i + 16])) for i in range(0, len(data["videos"]), 16)])
+    dev = codec.device  # clips go to the codec's device 16 at a time: all of them as floats would not fit
+    lat = torch.cat([codec.encode(to_video(data["videos"][i:i + 16]).to(dev)).cpu()
+                     for i in range(0, len(data["videos"]), 16)])
     cells = torch.from_numpy(data["cells"][:, idx].any(2)).float()[:, None]  # (N, 1, L, h, w)
-    return {"latents": lat, "reference": codec.encode(to_video(data["references"][:, None])),
+    return {"latents": lat, "reference": codec.encode(to_video(data["references"][:, None]).to(dev)).cpu(),
             "features": torch.from_numpy(data["signal"])[:, idx], "weight": 1 + region_weight * cells * (
                 1 + blink_weight * blinking(data["signal"][:, idx]))}
 
@@ -201,11 +254,18 @@ def main() -> None:
     p.add_argument("--critic-lr", type=float, default=2e-4)
     p.add_argument("--critic-steps", type=int, default=1, help="critic updates per DiT step (same batch)")
     p.add_argument("--critic-warmup", type=int, default=100, help="steps the critic trains before the DiT sees it")
+    p.add_argument("--render-workers", type=int, default=1, help="processes rendering the clips (the same clips)")
+    p.add_argument("--max-seconds", type=float,
+                   help="instead of --steps: as many steps as fit in this wall time from the start (timed on a "
+                        "throwaway copy; the log's command gives them as --steps, which repeats the run exactly)")
+    p.add_argument("--teacher-share", type=float,
+                   help="instead of --teacher-steps: this share of the steps (for --max-seconds runs)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="torch device to train on (cuda: untested so far, no GPU was lent)")
     args = p.parse_args()
     for problem in (blink_interval_problem(args.blink_interval), demo_width_problem(args.width, args.layers),
-                    demo_size_problem(args.size), share_and_weight_problem(args.still_share, args.adversarial)):
+                    demo_size_problem(args.size), share_and_weight_problem(args.still_share, args.adversarial),
+                    budget_problem(args.max_seconds, args.teacher_share, args.render_workers)):
         if problem is not None:
             p.error(problem)
     if args.codec is None and not args.render_only:
@@ -221,14 +281,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     cfg = mode_config(args.mode)
+    if str(args.device).startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     data = rendered_clips(args.clips, args.data_seed, CLIP_LATENTS, args.cache,
                           None if args.blink_interval is None else tuple(args.blink_interval), args.size,
-                          args.still_share)
+                          args.still_share, args.render_workers)
     log.info("rendered %d clips in %.0f s", args.clips, time.perf_counter() - started)
     if args.render_only:
         return
-    data = {k: v.to(args.device) for k, v in encode_clips(load_codec(args.codec), data, args.region_weight,
-                                                                  args.blink_weight).items()}
+    codec = load_codec(args.codec).to(args.device)
+    data = {k: v.to(args.device) for k, v in encode_clips(codec, data, args.region_weight, args.blink_weight).items()}
     log.info("encoded %d clips in %.0f s", args.clips, time.perf_counter() - started)
     model = build_demo_model(args.seed, args.width, args.layers)
     if start is not None:
@@ -236,6 +298,19 @@ def main() -> None:
         if unexpected or any(not k.endswith("row_pos") for k in missing):  # row_pos: new, starts at zero
             raise SystemExit(f"--init-from {args.init_from}: missing {missing}, unexpected {unexpected}")
     model.to(args.device).train()
+    sized_by = None
+    if args.max_seconds is not None:
+        per_step = seconds_per_step(model, cfg, data, args.mode, args.batch, args.seed + 4)
+        args.steps = int((args.max_seconds - (time.perf_counter() - started)) * BUDGET_MARGIN / per_step)
+        if args.steps < 10:
+            raise SystemExit(f"--max-seconds {args.max_seconds:g}: {time.perf_counter() - started:.0f} s went to "
+                             f"rendering and encoding and a step takes {per_step:.2f} s, so fewer than 10 steps fit; "
+                             "give more seconds or fewer --clips")
+        sized_by = {"max_seconds": args.max_seconds, "seconds_per_step": round(per_step, 4)}
+        log.info("a step takes %.3f s: %d steps fit in --max-seconds %g", per_step, args.steps, args.max_seconds)
+    if args.teacher_share is not None:
+        args.teacher_steps = round(args.teacher_share * args.steps)
+    args.max_seconds = args.teacher_share = None  # the log's command: the resolved --steps and --teacher-steps
     adapter = {id(q) for q in model.driving.parameters()}
     groups = [{"params": [q for q in model.parameters() if id(q) not in adapter]},
               {"params": list(model.driving.parameters())}]
@@ -290,6 +365,7 @@ def main() -> None:
                   f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                   for k, v in vars(args).items() if v is not None and not isinstance(v, bool)),
               "wall_s": round(time.perf_counter() - started, 1),
+              **({} if sized_by is None else {"sized_by": sized_by}),
               "loss_curve": [round(float(np.mean(losses[i:i + 50])), 5) for i in range(0, len(losses), 50)],
               "self_rollout_loss_per_chunk_last_50": np.round(np.mean(chunk_curve[-50:], 0), 5).tolist()
               if chunk_curve else []}
