@@ -8,6 +8,10 @@ drawing of the same driving rows (knot_core.demo_quality): driving r (mouth, bli
 brackets), identity distance of the last second to the reference (another face beside it), sharpness, PSNR and
 background PSNR of the last 100 frames, and the mouth-box change with the mouth held open vs closed. fps is the
 render's own (generation, decoding and MP4 writing), on whatever machine runs it.
+--scan also asks where the error sits, over the render after its first 100 frames: PSNR of the render and of the
+ground truth's codec round trip against the drawing redrawn with one part of the driving (head pose, mouth,
+blink) scaled by 0-1.25 — a model that drew a part too weakly or too late would match a smaller scale or a
+shifted pose better — and the correlation of per-frame PSNR with the head's distance from its mean place.
 """
 
 from __future__ import annotations
@@ -22,18 +26,64 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from knot_core.demo import DEMO_PORTRAIT_SEED, DEMO_SPEECH, MODELS_DIR, demo_files, demo_motion, render_demo  # noqa: E402
+from knot_core.demo import (  # noqa: E402
+    DEMO_PORTRAIT_SEED,
+    DEMO_SPEECH,
+    MODELS_DIR,
+    demo_files,
+    demo_motion,
+    load_codec,
+    render_demo,
+)
+from knot_core.demo_codec import StreamingDecoder  # noqa: E402
 from knot_core.demo_quality import following, mouth_change, render_quality  # noqa: E402
 from knot_core.errors import InputError  # noqa: E402
-from knot_core.faces import Portrait, render_video  # noqa: E402
+from knot_core.faces import PARAM_NAMES, DrivingFrame, Portrait, regions, render_video  # noqa: E402
+from knot_core.quality_metrics import psnr  # noqa: E402
+from knot_core.video_writer import frames_from_decoder  # noqa: E402
+
+SCAN_FROM = 100  # frames: past the start, as the other measures
+SCAN_PARTS = {"head pose": ("yaw", "pitch", "roll", "tx", "ty"), "mouth": ("mouth_open", "mouth_wide"),
+              "blink": ("blink",)}
+SCAN_SCALES = (0.0, 0.5, 0.75, 1.0, 1.25)
 
 
 def read_frames(path: Path) -> np.ndarray:
     with av.open(str(path)) as c:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def round_trip(codec, video: np.ndarray) -> np.ndarray:
+    """The codec's encode and decode of a (1 + 4k)-frame uint8 video."""
+    x = torch.from_numpy(video).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
+    with torch.no_grad():
+        return frames_from_decoder(StreamingDecoder(codec).decode(codec.encode(x))).numpy()
+
+
+def scan(video: np.ndarray, rows: np.ndarray, models: Path) -> None:
+    """Print where the render's error sits (the module's --scan)."""
+    portrait, size = Portrait.random(DEMO_PORTRAIT_SEED), video.shape[1]
+    truth = render_video(portrait, rows, size)
+    start = min(SCAN_FROM, len(video) // 2)  # a short render: its second half
+    coded = round_trip(load_codec(models / "demo_codec.safetensors"), truth)[start:]
+    ours, tail = video[start:], rows[start:]
+    db = lambda a, b: 10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b) ** 2))  # noqa: E731
+    for part, names in SCAN_PARTS.items():
+        cols, cells = [PARAM_NAMES.index(n) for n in names], []
+        for scale in SCAN_SCALES:
+            scaled = tail.copy()
+            scaled[:, cols] *= scale
+            drawn = render_video(portrait, scaled, size)
+            cells.append(f"x{scale:g} {db(ours, drawn):.2f} [{db(coded, drawn):.2f}]")
+        print(f"{part} scaled: " + ", ".join(cells) + "  (render [codec round trip], dB)")
+    centre = np.array([regions(portrait, DrivingFrame.from_vector(r), size).face_centre for r in tail])
+    away = np.hypot(*(centre - centre.mean(0)).T)
+    per_frame = psnr(ours, truth[start:])
+    print(f"per-frame PSNR vs the head's distance from its mean place: r = {np.corrcoef(per_frame, away)[0, 1]:.2f}")
 
 
 def main() -> int:
@@ -43,6 +93,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--scan", action="store_true", help="also print where the error sits (the module's doc)")
     args = p.parse_args()
     try:
         demo_files(args.models)
@@ -65,6 +116,8 @@ def main() -> int:
           f"head x {f.head_r:.3f} [{truth.head_r:.3f}]")
     print(f"identity {q.identity:.3f} (another face {q.other_identity:.3f}); last 100 frames: sharpness "
           f"{q.sharpness:.3f}, PSNR {q.psnr:.2f} dB, background {q.background_psnr:.2f} dB; mouth change {change:.1f}")
+    if args.scan:
+        scan(video, rows, args.models)
     if args.json is not None:
         args.json.write_text(json.dumps({"models": str(args.models), "frames": len(video), "fps": round(fps, 1),
                                          **asdict(q), "ground_truth_following": asdict(truth),

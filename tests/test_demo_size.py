@@ -157,8 +157,12 @@ def test_the_demo_render_figures_measure_a_models_folder_at_its_size(tmp_path):
     folder = _models_at(tmp_path / "m64", 64)
     bench = TRAIN.parent / "bench" / "demo_render.py"
     run = subprocess.run([sys.executable, str(bench), "--models", str(folder), "--seconds", "2", "--json",
-                          str(tmp_path / "f.json")], capture_output=True, text=True, timeout=300, env=ENV)
+                          str(tmp_path / "f.json"), "--scan"], capture_output=True, text=True, timeout=300, env=ENV)
     assert run.returncode == 0, run.stderr
+    # --scan: the ground truth's codec round trip matches the drawing of the true head pose best (the scale 1)
+    head = next(line for line in run.stdout.splitlines() if line.startswith("head pose scaled:"))
+    coded = [float(cell.split("[")[1].rstrip("]")) for cell in head.split("  (")[0].split(": ", 1)[1].split(", ")]
+    assert len(coded) == 5 and max(coded) == coded[3]
     figures = json.loads((tmp_path / "f.json").read_text())
     assert figures["frames"] == 53 and "53 frames 64x64" in run.stdout
     # the ground truth's own driving r does not depend on the model; the model's measures are finite numbers
