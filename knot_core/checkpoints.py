@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import pickle
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -95,18 +96,24 @@ def _read_safetensors(path: Path, size: int, header_len: int) -> CheckpointFile:
     with open(path, "rb") as f:
         f.seek(8)
         raw = f.read(header_len)
+    # errors name the file and the problem, never what the file holds (a node may be pointed at any file in a
+    # models folder, and a server's errors reach whoever queued the prompt)
+    damaged = CheckpointError(f"{path}: safetensors header is damaged (not a table of tensors); get the file again")
     try:
         header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: safetensors header is damaged ({err}); get the file again") from err
-    metadata = header.pop("__metadata__", None) or {}
-    end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+        metadata = header.pop("__metadata__", None) or {}
+        end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+        shapes = {k: tuple(int(n) for n in v["shape"]) for k, v in header.items()}
+        dtypes = {k: str(v["dtype"]) for k, v in header.items()}
+    except (ValueError, UnicodeDecodeError, AttributeError, KeyError, IndexError, TypeError):
+        raise damaged from None
+    if not isinstance(metadata, dict):
+        raise damaged
     if 8 + header_len + end > size:
         raise CheckpointError(f"{path} is a truncated safetensors file: its header lists {end} bytes of tensor data "
                               f"but only {size - 8 - header_len} are present (incomplete download or copy?); get it "
                               "again")
-    shapes = {k: tuple(v["shape"]) for k, v in header.items()}
-    return CheckpointFile(path, "safetensors", shapes, {k: v["dtype"] for k, v in header.items()}, metadata)
+    return CheckpointFile(path, "safetensors", shapes, dtypes, metadata)
 
 
 def _flatten(obj: Mapping, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
@@ -121,14 +128,17 @@ def _read_torch(path: Path, zipped: bool) -> CheckpointFile:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0][:200]
+        # only the name of the class it refers to (identifier characters): never free text from the file
+        named = re.search(r"GLOBAL ([A-Za-z_][\w.]{0,100})", str(err))
+        what = f" (this one refers to {named.group(1)})" if named else ""
         raise CheckpointError(
             f"{path} holds pickled Python objects besides tensors, so it was not loaded: unpickling can run "
-            f"arbitrary code ({first}). Expected a weights-only .pt (dicts of tensors, e.g. {{'generator': "
-            "state_dict}}) or a .safetensors file; re-save only the state dict from trusted code.") from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
-                              f"{str(err)[:200]}); the file may be truncated: get it again") from err
+            f"arbitrary code{what}. Expected a weights-only .pt (dicts of tensors, e.g. {'generator': state_dict}) or a "
+            ".safetensors file; re-save only the state dict from trusted code.") from None
+    except Exception as err:  # noqa: BLE001 — whatever a damaged file makes torch raise (SafetensorError too,
+        # for a pickle named .safetensors), it is one line naming the file, never a traceback
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}); the file may be "
+                              "truncated: get it again") from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors (a state dict)")
     tensors = dict(_flatten(obj))
@@ -149,8 +159,8 @@ def open_checkpoint(path: str | Path, what: str = "DiT checkpoint") -> Checkpoin
         return _read_safetensors(path, size, header_len)
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return _read_torch(path, zipped=head[:2] == b"PK")
-    raise CheckpointError(f"{path} ({size} bytes) is neither a safetensors file nor a PyTorch checkpoint "
-                          f"(first bytes {head[:8]!r}); expected {what} as .safetensors or .pt")
+    raise CheckpointError(f"{path} ({size} bytes) is neither a safetensors file nor a PyTorch checkpoint; "
+                          f"expected {what} as .safetensors or .pt")
 
 
 @dataclass(frozen=True)

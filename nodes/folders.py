@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from knot_core.errors import InputError
+from knot_core.errors import CheckpointError, InputError
 
 NAME_SHOWN = 80  # characters of a refused name quoted back; the rest is cut
 PREFIX_MAX = 120  # characters of filename_prefix: sub-folders plus a name, far inside every file system's limits
@@ -68,6 +70,18 @@ def refusal(what: str, name: object, place: str) -> InputError:
     shown = str(name)[:NAME_SHOWN] + ("..." if len(str(name)) > NAME_SHOWN else "")
     return InputError(f"{what} {shown!r} is not a file in {place}; put the file there (or upload it), press R to "
                       "refresh, and pick it from the list (nodes never read files outside ComfyUI's folders)")
+
+
+@contextmanager
+def named_as_listed(path: Path, name: str, place: str) -> Iterator[None]:
+    """Errors about a model file the node opened name it as the node's list does ('name' in models/folder), not
+    by the server's absolute path; the loaders' own messages already never quote what the file holds."""
+    try:
+        yield
+    except (InputError, CheckpointError) as err:
+        shown, root = f"{name!r} in {place}", path.parents[len(PurePosixPath(name).parts) - 1]
+        text = str(err).replace(str(path), shown).replace(str(path.resolve()), shown).replace(str(root), place)
+        raise type(err)(text) from None
 
 
 def input_path(folder: Path, name: object, extensions: tuple[str, ...], what: str) -> Path:

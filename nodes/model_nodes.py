@@ -11,6 +11,7 @@ from knot_core.config import DTYPES
 from knot_core.errors import CheckpointError, InputError
 from knot_core.model_loops import LOOPS
 
+from .folders import named_as_listed
 from .host import KNOT_FOLDER, host
 from .types import CATEGORY, KNOT_MODEL, KNOT_REFERENCE, KNOT_VAE, LoadedModel, Reference
 
@@ -25,11 +26,12 @@ def _model_names() -> list[str]:
     return sorted({name for folder in MODEL_FOLDERS for name in host().list_models(folder)})
 
 
-def _find(folders: tuple[str, ...], name: str, what: str) -> Path:
+def _find(folders: tuple[str, ...], name: str, what: str) -> tuple[Path, str]:
+    """The listed file `name` and the folder it was found in (models/<folder>, as errors name it)."""
     for folder in folders:
         path = host().model_path(folder, name)
         if path is not None:
-            return path
+            return path, f"models/{folder}"
     places = " or ".join(f"models/{f}" for f in folders)
     raise CheckpointError(f"{what} {name!r} not found in {places}; put the file there and press R (refresh) in "
                           "ComfyUI, or set KNOTFORCING_MODELS_DIR outside ComfyUI (nodes read no other path)")
@@ -68,8 +70,10 @@ class KnotForcingModelLoader:
         from knot_core.summary import format_summary
 
         check_compile(compile, host().torch_device())
-        model, info = load_dit(_find(MODEL_FOLDERS, model_name, "model file"), dtype=dtype,
-                               device=host().torch_device(), loop=None if loop == "auto" else loop)
+        path, place = _find(MODEL_FOLDERS, model_name, "model file")
+        with named_as_listed(path, model_name, place):
+            model, info = load_dit(path, dtype=dtype, device=host().torch_device(),
+                                   loop=None if loop == "auto" else loop)
         compile_model(model, compile)
         return {"ui": {"text": [format_summary(info)]}, "result": (LoadedModel(model, info),)}
 
@@ -105,8 +109,9 @@ class KnotForcingVAELoader:
     def load(self, vae_name: str, dtype: str):
         from knot_core.vae import load_codec
 
-        return (load_codec(_find(("vae", VAE_APPROX), vae_name, "VAE file"), dtype=VAE_DTYPES[dtype],
-                           device=host().torch_device()),)
+        path, place = _find(("vae", VAE_APPROX), vae_name, "VAE file")
+        with named_as_listed(path, vae_name, place):
+            return (load_codec(path, dtype=VAE_DTYPES[dtype], device=host().torch_device()),)
 
 
 class KnotForcingVAEFromComfy:

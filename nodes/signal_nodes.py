@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from knot_core.errors import InputError
 
+from .folders import named_as_listed
 from .host import host
 from .types import CATEGORY, KNOT_AUDIO_ENCODER, KNOT_SIGNAL, Signals
 
@@ -67,7 +68,8 @@ class KnotForcingAudioEncoderLoader:
         if path is None:
             raise InputError(f"audio encoder {encoder_name!r} not found in models/audio_encoders; put "
                              "wav2vec2-base-960h there (its model.safetensors and config.json)")
-        return (Wav2Vec2Features(load_wav2vec2(path, device=host().torch_device())),)
+        with named_as_listed(path, encoder_name, "models/audio_encoders"):
+            return (Wav2Vec2Features(load_wav2vec2(path, device=host().torch_device())),)
 
 
 class KnotForcingAudioSignal(SignalNode):

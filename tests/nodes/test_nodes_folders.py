@@ -145,6 +145,38 @@ def test_model_names_must_be_listed(tmp_path, monkeypatch):
     assert "absolute" not in str(err.value)
 
 
+def _pickle_with_secret() -> bytes:
+    import pickle
+
+    return pickle.dumps({"w": b"\x00", "note": SECRET}, protocol=2)  # not tensors: a weights-only load refuses it
+
+
+@pytest.mark.parametrize("content", [
+    (SECRET + "\nDB_PASSWORD=hunter2\n").encode(),  # a text file under a model's name
+    len(b'{"' + SECRET.encode() + b'": 1}').to_bytes(8, "little") + b'{"' + SECRET.encode() + b'": 1}',  # header
+    len(b'{"a": "\xff' + SECRET.encode() + b'"}').to_bytes(8, "little") + b'{"a": "\xff' + SECRET.encode() + b'"}',
+    b"\x80\x02" + SECRET.encode() * 3,  # a broken pickle
+    b"PK\x03\x04" + SECRET.encode() * 3,  # a broken zip
+    _pickle_with_secret(),
+])
+@pytest.mark.parametrize("loader", ["KnotForcingModelLoader", "KnotForcingVAELoader"])
+def test_a_malformed_model_file_is_named_as_listed_never_quoted(tmp_path, monkeypatch, content, loader):
+    """A file in a model folder that is not weights: one line naming it as the node's list does, with nothing
+    of what it holds and not the server's path (the error reaches whoever queued the prompt)."""
+    models = tmp_path / "models"
+    folder = models / ("knot_forcing" if loader == "KnotForcingModelLoader" else "vae")
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "secret.safetensors").write_bytes(content)
+    monkeypatch.setenv("KNOTFORCING_MODELS_DIR", str(models))
+    with use_host(StandaloneHost()), pytest.raises((CheckpointError, InputError)) as err:
+        N[loader]().load("sub/secret.safetensors", "fp32")
+    text = str(err.value)
+    place = "models/knot_forcing" if loader == "KnotForcingModelLoader" else "models/vae"
+    assert f"'sub/secret.safetensors' in {place}" in text, text
+    assert "SECRET" not in text and "daemon" not in text and "hunter2" not in text and str(tmp_path) not in text
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
 class _FolderPaths:
     """The part of ComfyUI's folder_paths module the host adapter reads (the real one: test_comfyui_host)."""
 
