@@ -133,8 +133,8 @@ def _read_torch(path: Path, zipped: bool) -> CheckpointFile:
         what = f" (this one refers to {named.group(1)})" if named else ""
         raise CheckpointError(
             f"{path} holds pickled Python objects besides tensors, so it was not loaded: unpickling can run "
-            f"arbitrary code{what}. Expected a weights-only .pt (dicts of tensors, e.g. {'generator': state_dict}) or a "
-            ".safetensors file; re-save only the state dict from trusted code.") from None
+            f"arbitrary code{what}. Expected a weights-only .pt (dicts of tensors, e.g. {{'generator': state_dict}}) "
+            "or a .safetensors file; re-save only the state dict from trusted code.") from None
     except Exception as err:  # noqa: BLE001 — whatever a damaged file makes torch raise (SafetensorError too,
         # for a pickle named .safetensors), it is one line naming the file, never a traceback
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}); the file may be "
