@@ -23,7 +23,7 @@ TRAIN = ROOT / "train"
 sys.path.insert(0, str(TRAIN))
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
-from train_demo import RENDER_BLOCK, rendered_clips  # noqa: E402
+from train_demo import BUDGET_MARGIN, RENDER_BLOCK, rendered_clips  # noqa: E402
 
 
 def test_render_workers_draw_the_same_clips_as_one_process():
@@ -47,11 +47,12 @@ def test_max_seconds_sizes_the_run_and_its_logged_steps_repeat_it_exactly(tmp_pa
     run = _train(tmp_path / "timed", tmp_path / "c.npz", "--max-seconds", str(budget), "--teacher-share", "0.5")
     assert run.returncode == 0, run.stderr
     log = json.loads((tmp_path / "timed" / "train_log.json").read_text())
-    assert log["sized_by"]["max_seconds"] == budget and log["sized_by"]["seconds_per_step"] > 0
-    assert log["wall_s"] <= budget * 1.25  # the margin covers the checkpoint; a run many steps too long fails
+    per_step = log["sized_by"]["seconds_per_step"]
+    assert log["sized_by"]["max_seconds"] == budget and per_step > 0
     argv = shlex.split(log["command"])
     steps, teacher = int(argv[argv.index("--steps") + 1]), int(argv[argv.index("--teacher-steps") + 1])
-    assert steps >= 10 and teacher == round(0.5 * steps)
+    # sized from the timed steps, with the margin (no wall-clock assertion: the machine's load varies)
+    assert 10 <= steps and steps * per_step <= BUDGET_MARGIN * budget and teacher == round(0.5 * steps)
     assert "--max-seconds" not in argv and "--teacher-share" not in argv
     assert len(log["loss_curve"]) == -(-steps // 50)
     again = tmp_path / "again"
