@@ -199,6 +199,13 @@ def demo_motion(seed: int, frames: int, audio: str | Path) -> MotionSequence:
     return MotionSequence(seed, frames + 16, amount=0.8, mouth=SpeechMouth.from_file(audio))
 
 
+def check_portrait_seed(seed: object) -> int:
+    """The procedural identity's seed (every front end of the demo: render, frames, live)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= PORTRAIT_SEED_MAX:
+        raise InputError(f"portrait_seed={seed!r}; give a whole number in [0, {PORTRAIT_SEED_MAX}]")
+    return seed
+
+
 @dataclass(frozen=True)
 class DemoJob:
     """A render with the built-in model: the procedural portrait `portrait_seed`, driven by seeded head motion
@@ -234,8 +241,7 @@ class DemoJob:
         if self.frames is not None and self.frames < 1:
             raise InputError(f"frames={self.frames}; must be >= 1")
         check_seed(self.seed)
-        if not 0 <= self.portrait_seed <= PORTRAIT_SEED_MAX:
-            raise InputError(f"portrait_seed={self.portrait_seed}; give a whole number in [0, {PORTRAIT_SEED_MAX}]")
+        check_portrait_seed(self.portrait_seed)
         if self.resume and self.overwrite:
             raise InputError("resume and overwrite both set; resume continues the file, overwrite replaces it")
         if self.save_every is not None and self.save_every < 1:

@@ -302,6 +302,15 @@ CASES = [
     ("demo output folder missing", [*DEMO, "--out", "{dir}/no/d.mp4"], "does not exist; create it first", 2),
     ("demo resume without a state", [*DEMO, "--out", "{out}", "--resume"], "nothing to resume", 2),
     ("demo renders", [*DEMO, "--out", "{out}"], "wrote", 0),
+    # live (checked before the server or the model starts)
+    ("live port 99999", ["live", "--port", "99999"], "port 99999; give a port from 1 to 65535", 2),
+    ("live port -1", ["live", "--port", "-1"], "port -1; give a port from 1 to 65535", 2),
+    ("live portrait seed -5", ["live", "--portrait-seed", "-5"], "portrait_seed=-5; give a whole number", 2),
+    ("live NaN seconds", ["live", "--seconds", "nan"], "seconds=nan; give a positive, finite duration", 2),
+    ("live infinite seconds", ["live", "--seconds", "inf"], "seconds=inf; give a positive, finite duration", 2),
+    ("live negative seconds", ["live", "--seconds", "-1"], "seconds=-1.0; give a positive, finite duration", 2),
+    ("live NaN motion amount", ["live", "--motion-amount", "nan"], "motion amount nan; give 0..1", 2),
+    ("live motion amount 2", ["live", "--motion-amount", "2"], "motion amount 2.0; give 0..1", 2),
     # batch
     ("batch missing jobs file", ["batch", "{dir}/nope.jsonl"], "does not exist", 2),
     ("batch binary jobs file", ["batch", "{jobs_bin.jsonl}"], "is a binary file, not text", 2),

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..demo import DEMO_PORTRAIT_SEED, MODELS_DIR, demo_reference, demo_size, load_demo
+from ..demo import DEMO_PORTRAIT_SEED, MODELS_DIR, check_portrait_seed, demo_reference, demo_size, load_demo
 from ..engine.stream import StreamInputs
 from ..errors import InputError, KnotError
+from ..render_path import check_seed
 from .driving import live_driving
 from .stream import LiveSettings, LiveStream
 
@@ -22,6 +24,12 @@ class DemoLiveOptions:
     motion_seed: int = 0  # head motion, blinks, brows
     motion_amount: float = 0.8  # head motion amplitude; 0 = still head (the mouth and blinks still move)
     models: Path = MODELS_DIR  # demo.safetensors + demo_codec.safetensors: the bundled ones, or a recipe run's
+
+    def __post_init__(self) -> None:
+        check_portrait_seed(self.portrait_seed)
+        check_seed(self.motion_seed)
+        if not (isinstance(self.motion_amount, (int, float)) and 0 <= self.motion_amount <= 1):  # NaN fails too
+            raise InputError(f"motion amount {self.motion_amount}; give 0..1 (the range the demo was trained on)")
 
 
 def demo_live_stream(options: DemoLiveOptions = DemoLiveOptions(), settings: LiveSettings | None = None) -> LiveStream:
@@ -43,6 +51,14 @@ class ServeOptions:
     seconds: float | None = None  # None: until Ctrl-C
     demo: DemoLiveOptions = DemoLiveOptions()
 
+    def __post_init__(self) -> None:
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise InputError(f"port {self.port}; give a port from 1 to 65535 (0 picks a free one)")
+        seconds = self.seconds
+        if seconds is not None and not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+            raise InputError(f"seconds={seconds}; give a positive, finite duration, or leave it out to run until "
+                             "Ctrl-C")
+
 
 def serve_demo(options: ServeOptions, say: Callable[[str], None]) -> None:
     """Serve one live demo stream until Ctrl-C (or options.seconds); everything is stopped and closed on the way out.
@@ -52,8 +68,6 @@ def serve_demo(options: ServeOptions, say: Callable[[str], None]) -> None:
     from .server import LiveServer, require_server_modules, serve_forever
 
     require_server_modules()
-    if options.demo.motion_amount < 0 or options.demo.motion_amount > 1:
-        raise InputError(f"motion amount {options.demo.motion_amount}; give 0..1 (the range the demo was trained on)")
     server = LiveServer(options.host, options.port)
     stream = demo_live_stream(options.demo)
     recorder = LiveRecorder(stream, options.record, overwrite=options.overwrite) if options.record else None
