@@ -283,7 +283,7 @@ def load_demo_job(job: DemoJob, *, progress: bool = False):
     from .engine.stream import StreamInputs
     from .file_sink import FileOutput, check_output
     from .render_path import prepare
-    from .render_plan import Length
+    from .render_plan import Length, chunks_for, latent_frames_asked
 
     check_output(job.out, [job.audio_file, *demo_files(job.models)], overwrite=job.overwrite, resume=job.resume)
     if not job.audio_file.is_file():
@@ -293,7 +293,9 @@ def load_demo_job(job: DemoJob, *, progress: bool = False):
     model, info, codec = load_demo(job.models)
     cfg = info.stream_config().with_settings(job.settings)
     _, reference = demo_reference(codec, job.portrait_seed, demo_size(info))  # (1, 16, 1, h, w)
-    motion = demo_motion(job.seed, job.num_frames, job.audio_file)
+    # as far as the chosen loop asks for driving (a rolling window or a longer chunk reaches past the last frame)
+    asked = video_frames_for(latent_frames_asked(cfg, chunks_for(cfg, job.num_frames)))
+    motion = demo_motion(job.seed, max(job.num_frames, asked), job.audio_file)
     inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference,
                           signals=(MotionSignal(motion),))
     plan = prepare(model, codec, cfg, inputs, fps=FPS, length=Length(job.num_frames, "frames"), seed=job.seed,

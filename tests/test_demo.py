@@ -174,3 +174,11 @@ def test_the_ground_truth_passes_every_bar_the_model_is_held_to():
     blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 1.5) for f in truth])
     soft = render_quality(blurred, rows)
     assert soft.sharpness < MIN_SHARPNESS and soft.psnr < 30
+
+
+@pytest.mark.parametrize("strategy", ["self_forcing", "longlive", "rolling_forcing", "avatar_forcing"])
+def test_the_demo_runs_every_strategy_its_command_offers(tmp_path, strategy):
+    """The driving is made as long as the chosen loop asks (a rolling window reaches past the last frame)."""
+    report = render_demo(tmp_path / f"{strategy}.mp4", 1.0, settings={"strategy": strategy})
+    frames, _ = read_video(report.path)
+    assert report.frames == len(frames) == 1 + 4 * (demo_latent_frames(1.0) - 1)
