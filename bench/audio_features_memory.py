@@ -28,6 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from knot_core.errors import run_script  # noqa: E402
+
 SPEECH = ROOT.parent / "shared" / "media" / "speech_en_16k_mono.wav"
 
 
@@ -125,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

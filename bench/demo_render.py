@@ -41,7 +41,7 @@ from knot_core.demo import (  # noqa: E402
 )
 from knot_core.demo_codec import StreamingDecoder  # noqa: E402
 from knot_core.demo_quality import following, mouth_change, render_quality  # noqa: E402
-from knot_core.errors import InputError  # noqa: E402
+from knot_core.errors import InputError, run_script  # noqa: E402
 from knot_core.faces import PARAM_NAMES, DrivingFrame, Portrait, regions, render_video  # noqa: E402
 from knot_core.quality_metrics import psnr  # noqa: E402
 from knot_core.video_writer import frames_from_decoder  # noqa: E402
@@ -126,4 +126,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

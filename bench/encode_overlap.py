@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from knot_core.background_writer import BackgroundWriter  # noqa: E402
+from knot_core.errors import run_script  # noqa: E402
 from knot_core.video_writer import VideoWriter  # noqa: E402
 
 PORTRAIT = Path(__file__).resolve().parents[2] / "shared" / "media" / "portrait_astronaut_512.png"
@@ -34,7 +35,7 @@ def frames(height: int, width: int, chunks: int) -> list[torch.Tensor]:
     if PORTRAIT.is_file():
         image = cv2.cvtColor(cv2.imread(str(PORTRAIT)), cv2.COLOR_BGR2RGB)
     else:
-        image = np.dstack(np.meshgrid(np.linspace(0, 255, 512), np.linspace(0, 255, 512)) + [np.full((512, 512), 128)])
+        image = np.dstack([*np.meshgrid(np.linspace(0, 255, 512), np.linspace(0, 255, 512)), np.full((512, 512), 128)])
     big = cv2.resize(image.astype(np.uint8), (width + 64, height + 64))
     out = []
     for c in range(chunks):
@@ -79,4 +80,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from knot_core.config import PRESETS, STRATEGIES, VAE_STRIDE, DiTConfig, StreamConfig  # noqa: E402
+from knot_core.errors import run_script  # noqa: E402
 
 MIB = 2**20
 PARTS = ("patch_embedding", "time_embedding", "self_qkvo", "self_attention", "cross_qo", "cross_attention", "ffn",
@@ -189,4 +190,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

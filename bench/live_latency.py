@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from knot_core.demo import DEMO_SPEECH  # noqa: E402
+from knot_core.errors import run_script  # noqa: E402
 from knot_core.live.demo import demo_live_stream  # noqa: E402
 from knot_core.live.protocol import decode_binary, pcm_to_bytes  # noqa: E402
 from knot_core.live.server import ServerThread  # noqa: E402
@@ -128,4 +129,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -25,6 +25,7 @@ from knot_core.config import PRESETS, StreamConfig  # noqa: E402
 from knot_core.dit import KnotDiT  # noqa: E402
 from knot_core.engine.noise import NoiseSource  # noqa: E402
 from knot_core.engine.stream import StreamInputs, generate, start_stream  # noqa: E402
+from knot_core.errors import run_script  # noqa: E402
 from tests.reference_memory import ReferenceMemory  # noqa: E402
 from tests.reference_rolling import AVATAR_FORCING, ROLLING_FORCING, RollingReference  # noqa: E402
 from tests.test_peer_loops import (  # noqa: E402
@@ -123,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

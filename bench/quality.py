@@ -57,7 +57,7 @@ from knot_core.demo import (  # noqa: E402
 )
 from knot_core.demo_codec import StreamingDecoder  # noqa: E402
 from knot_core.engine.stream import StreamInputs, generate, start_stream  # noqa: E402
-from knot_core.errors import InputError  # noqa: E402
+from knot_core.errors import InputError, run_script  # noqa: E402
 from knot_core.faces import PARAM_NAMES, DrivingFrame, Portrait, regions, render, render_video  # noqa: E402
 from knot_core.motion import FPS, MotionSequence, MotionSignal  # noqa: E402
 from knot_core.quality_metrics import (  # noqa: E402
@@ -441,4 +441,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from test_render import write_tiny_files  # noqa: E402
 
+from knot_core.errors import run_script  # noqa: E402
 from knot_core.render import RenderJob, render  # noqa: E402
 from knot_core.video_reader import probe  # noqa: E402
 
@@ -96,4 +97,4 @@ def _write_tone(path: Path, seconds: float, rate: int = 16000) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -37,6 +37,7 @@ from knot_core.compilation import COMPILE_MODES as USER_COMPILE_MODES  # noqa: E
 from knot_core.config import DTYPES, PRESETS, VAE_STRIDE, StreamConfig  # noqa: E402
 from knot_core.dit import KnotDiT  # noqa: E402
 from knot_core.engine.stream import StreamInputs, generate, start_stream  # noqa: E402
+from knot_core.errors import run_script  # noqa: E402
 from knot_core.vae import StreamingDecoder, VAEConfig, WanVAE  # noqa: E402
 
 COMPILE_MODES = (*USER_COMPILE_MODES, "reduce-overhead")  # CUDA graphs: tried here before users get them
@@ -199,4 +200,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

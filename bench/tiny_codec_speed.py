@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from knot_core.errors import run_script  # noqa: E402
 from knot_core.tiny_codec import TinyCodec, load_tiny_codec  # noqa: E402
 from knot_core.vae import WanVAE, load_vae  # noqa: E402
 
@@ -88,4 +89,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

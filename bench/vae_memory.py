@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from knot_core.errors import run_script  # noqa: E402
 from knot_core.vae import StreamingDecoder, VAEConfig, WanVAE, load_vae  # noqa: E402
 
 
@@ -86,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -21,6 +21,7 @@ from train_demo import CHUNKS, CLIP_LATENTS, MODES, encode_clips, mode_config, r
 
 from knot_core.checkpoints import load_dit
 from knot_core.demo import demo_size, load_codec
+from knot_core.errors import run_script
 
 
 def losses(model, data: dict, mode: str, teacher: bool, draws: int = 4, batch: int = 8) -> np.ndarray:
@@ -60,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

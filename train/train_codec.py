@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from knot_core.demo import DEMO_SIZE, demo_size_problem
 from knot_core.demo_codec import CodecConfig, DemoCodec
+from knot_core.errors import run_script
 
 log = logging.getLogger("train_codec")
 CROP = 48  # pixels of a training crop (6x6 latent cells)
@@ -157,4 +158,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

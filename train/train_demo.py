@@ -57,7 +57,7 @@ from knot_core.demo import (
     demo_width_problem,
     load_codec,
 )
-from knot_core.errors import CheckpointError
+from knot_core.errors import CheckpointError, run_script
 from knot_core.faces import PARAM_NAMES, DrivingFrame, Portrait, regions
 from knot_core.model_file import SamplerDefaults, save_knot_model
 from knot_core.motion import BLINK_FRAMES, FPS
@@ -374,4 +374,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -47,6 +47,7 @@ from knot_core.checkpoints import load_dit
 from knot_core.config import FRAMES_PER_LATENT
 from knot_core.demo import demo_size, load_codec
 from knot_core.demo_codec import DemoCodec
+from knot_core.errors import run_script
 
 log = logging.getLogger("tune_decoder")
 WINDOW_LATENTS = 3  # latents decoded per crop, as train_codec's 9-frame windows
@@ -203,4 +204,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
