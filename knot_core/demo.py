@@ -33,7 +33,7 @@ from .dit import KnotDiT
 from .errors import CheckpointError, InputError
 from .faces import NUM_PARAMS, DrivingFrame, Portrait, render
 from .model_file import ADAPTER_REGISTRY, AdapterSpec, SamplerDefaults, register_adapter
-from .motion import FPS, MotionSequence, MotionSignal, SpeechMouth
+from .motion import FPS, MotionSequence, MotionSignal, SpeechMouth, loudness_envelope
 from .render_path import check_seed, torch_threads
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ DEMO_SPEECH = MODELS_DIR / "demo_speech.wav"
 DEMO_SIZE = 96  # pixels, the shipped model's (its file records it); latent 12x12, 36 tokens per frame (patch 2x2)
 MIN_DEMO_SIZE = 64  # a face of fewer pixels loses its features; train_codec's 48-pixel crops need room
 DEMO_PORTRAIT_SEED = 2026
+DEMO_MOTION_AMOUNT = 0.8  # head motion amplitude of the demo's renders (the training range is 0..1)
 PORTRAIT_SEED_MAX = 2**31 - 1  # numpy seeds the procedural portrait
 ADAPTER_TYPE = "motion_cross_attention"
 
@@ -195,8 +196,9 @@ def demo_latent_frames(seconds: float, fps: int = FPS) -> int:
 
 
 def demo_motion(seed: int, frames: int, audio: str | Path) -> MotionSequence:
-    """The demo's driving: seeded head motion (80% amplitude), blinks, brows; mouth from the audio's loudness."""
-    return MotionSequence(seed, frames + 16, amount=0.8, mouth=SpeechMouth.from_file(audio))
+    """The demo's driving rows for measuring a render of `frames` frames: the sequence MotionSignal.speaking
+    drives it with (seeded head motion, blinks, brows; the mouth from the audio's loudness)."""
+    return MotionSequence(seed, frames + 16, amount=DEMO_MOTION_AMOUNT, mouth=SpeechMouth.from_file(audio))
 
 
 def check_portrait_seed(seed: object) -> int:
@@ -283,7 +285,7 @@ def load_demo_job(job: DemoJob, *, progress: bool = False):
     from .engine.stream import StreamInputs
     from .file_sink import FileOutput, check_output
     from .render_path import prepare
-    from .render_plan import Length, chunks_for, latent_frames_asked
+    from .render_plan import Length
 
     check_output(job.out, [job.audio_file, *demo_files(job.models)], overwrite=job.overwrite, resume=job.resume)
     if not job.audio_file.is_file():
@@ -293,11 +295,10 @@ def load_demo_job(job: DemoJob, *, progress: bool = False):
     model, info, codec = load_demo(job.models)
     cfg = info.stream_config().with_settings(job.settings)
     _, reference = demo_reference(codec, job.portrait_seed, demo_size(info))  # (1, 16, 1, h, w)
-    # as far as the chosen loop asks for driving (a rolling window or a longer chunk reaches past the last frame)
-    asked = video_frames_for(latent_frames_asked(cfg, chunks_for(cfg, job.num_frames)))
-    motion = demo_motion(job.seed, max(job.num_frames, asked), job.audio_file)
-    inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference,
-                          signals=(MotionSignal(motion),))
+    # unbounded: as far as any loop asks (a rolling window reaches past the last frame), the mouth closed after
+    # the speech; the ComfyUI Motion Signal node builds the same signal
+    motion = MotionSignal.speaking(job.seed, loudness_envelope(job.audio_file, FPS), DEMO_MOTION_AMOUNT)
+    inputs = StreamInputs(latent_size=tuple(reference.shape[3:]), reference=reference, signals=(motion,))
     plan = prepare(model, codec, cfg, inputs, fps=FPS, length=Length(job.num_frames, "frames"), seed=job.seed,
                    audio=audio)
     identity = {"demo": [DEMO_MODEL.name, (job.models / DEMO_MODEL.name).stat().st_size], "seed": job.seed,

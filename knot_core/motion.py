@@ -193,9 +193,24 @@ class MotionSignal(DrivingSignal):
 
     name = "motion"
 
-    def __init__(self, sequence: MotionSequence):
-        super().__init__(sequence.fps, sequence.num_frames, "stop")
+    def __init__(self, sequence: MotionSequence, ends_at: int | None = None):
+        """ends_at: where a render measured in 'signal' stops (e.g. the end of the speech its mouth follows) on an
+        unbounded sequence, which runs on past it (end_policy 'continue'); None: the sequence's own end."""
+        if ends_at is None:
+            super().__init__(sequence.fps, sequence.num_frames, "stop")
+        else:
+            if sequence.num_frames is not None:
+                raise InputError("MotionSignal(ends_at=...) takes an unbounded sequence (num_frames=None)")
+            super().__init__(sequence.fps, ends_at, "continue")
         self.sequence = sequence
+
+    @classmethod
+    def speaking(cls, seed: int, envelope: np.ndarray, amount: float = 0.8) -> MotionSignal:
+        """The demo's driving with speech: seeded head motion, blinks and brows, the mouth following the loudness
+        `envelope` (one value per frame at FPS) and closed after it; the signal's end is the speech's end
+        (length 'signal' stops there), and a longer render runs on with the mouth closed."""
+        sequence = MotionSequence(seed, None, amount=amount, mouth=SpeechMouth(envelope))
+        return cls(sequence, ends_at=max(1, len(envelope)))
 
     @property
     def row_shape(self) -> tuple[int, ...]:

@@ -51,8 +51,9 @@ class KnotForcingDemoModel:
 class KnotForcingMotionSignal(SignalNode):
     DESCRIPTION = ("The demo model's driving signal ('motion'): seeded smooth head motion, blinks and brows, and a "
                    "talking mouth. With audio connected, the mouth follows the audio's loudness, the audio is muxed "
-                   "into the MP4, and the signal ends where the audio ends (length_unit 'signal' follows it); "
-                   "without audio it never ends (give the length in seconds or frames).")
+                   "into the MP4, and the signal ends where the audio ends (length_unit 'signal' follows it; a longer "
+                   "length runs on with the mouth closed, as the command line's demo); without audio it never ends "
+                   "(give the length in seconds or frames).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -65,11 +66,10 @@ class KnotForcingMotionSignal(SignalNode):
 
     def build(self, seed: int, amount: float, audio=None):
         from knot_core.audio import audio_from_comfy
-        from knot_core.motion import MotionSequence, MotionSignal, SpeechMouth, loudness_of
+        from knot_core.motion import MotionSequence, MotionSignal, loudness_of
 
         if audio is None:
             return (Signals().add(MotionSignal(MotionSequence(seed, None, amount=amount))),)
         wave, rate = audio_from_comfy(audio)  # (C, N)
         envelope = loudness_of(wave.float().mean(0).cpu().numpy(), rate)  # (frames,) mouth opening at 25 fps
-        sequence = MotionSequence(seed, len(envelope), amount=amount, mouth=SpeechMouth(envelope))
-        return (Signals().add(MotionSignal(sequence), mux_audio(audio)),)
+        return (Signals().add(MotionSignal.speaking(seed, envelope, amount), mux_audio(audio)),)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from knot_core.config import StreamConfig
 from knot_core.demo import DEMO_PORTRAIT_SEED, DEMO_SIZE, DEMO_SPEECH, demo_reference
 from knot_core.demo_codec import StreamingDecoder as CodecDecoder
 from knot_core.errors import InputError
@@ -82,6 +83,25 @@ def test_motion_signal_mouth_follows_the_audio_loudness():
     assert tuple(wave.shape) == (2, len(samples)) and mux_rate == rate
     with pytest.raises(InputError, match="AUDIO input"):
         N["KnotForcingMotionSignal"]().build(0, 0.8, audio={"waveform": torch.zeros(1, 1, 10)})
+
+
+def test_motion_signal_with_audio_is_the_command_line_demos_signal_and_runs_on_past_the_speech():
+    """One rule for what follows the speech: the node and `knot-forcing demo` build the same signal; a length in
+    'signal' stops at the speech's end, a longer one runs on with the mouth closed (the node refused it)."""
+    from knot_core.demo import DEMO_MOTION_AMOUNT, demo_motion
+    from knot_core.render_plan import Length, plan_length
+
+    samples, rate = decode_audio(DEMO_SPEECH)
+    audio = {"waveform": torch.from_numpy(samples)[None, None], "sample_rate": rate}
+    (signal,) = N["KnotForcingMotionSignal"]().build(0, DEMO_MOTION_AMOUNT, audio=audio)[0].items
+    speech = len(loudness_envelope(DEMO_SPEECH))
+    past = speech + 300
+    rows = signal.video_features(0, past).numpy()  # asked past the speech's end: served, not refused
+    np.testing.assert_array_equal(rows, demo_motion(0, past, DEMO_SPEECH).signal_frames(0, past))
+    assert (rows[speech:, MOUTH] == 0).all() and rows[speech:, :MOUTH].std(0).max() > 0  # mouth shut, head moves
+    cfg = StreamConfig()
+    assert plan_length(cfg, 25, Length(0, "signal"), [signal]) <= speech
+    assert plan_length(cfg, 25, Length(20.0, "seconds"), [signal]) == 500
 
 
 def test_a_demo_run_logs_no_missing_prompt_warning(demo, tmp_path, monkeypatch, caplog):
