@@ -133,10 +133,11 @@ def test_a_generator_that_falls_behind_skips_ahead_instead_of_queueing():
     assert all(b.first_frame == a.first_frame + a.frames.shape[0] for a, b in zip(chunks, chunks[1:]))
     jumps = [int(b.clock[0] - a.clock[-1] - 1) for a, b in zip(chunks, chunks[1:])]
     assert sum(jumps) == st.skipped_frames  # the stream clock jumps by what was skipped
-    # after the skip, chunks are ready before they are due again: latency went back to delay_s
+    # after the skip the next chunk is ready before it is due again: latency went back to delay_s (only the first:
+    # whether later ones stay on time is the machine's speed, and a loaded CI machine may fall behind again)
     after = [c for c, t in zip(chunks, arrivals) if c.clock[0] > chunks[3].clock[0]]
     ready = [t for c, t in zip(chunks, arrivals) if c.clock[0] > chunks[3].clock[0]]
-    assert after and all(t < c.due[0] for c, t in zip(after, ready))
+    assert after and ready[0] < after[0].due[0]
 
 
 def test_recording_holds_every_streamed_frame_with_its_audio(tmp_path):
