@@ -105,7 +105,7 @@ def main() -> int:
                              threads=args.threads)
         fps = report.frames / (time.perf_counter() - started)
         video = read_frames(report.path)
-    rows = demo_motion(0, len(video), DEMO_SPEECH).frames(0, len(video))
+    rows = demo_motion(0, DEMO_SPEECH).frames(0, len(video))
     q = render_quality(video, rows)
     truth = following(render_video(Portrait.random(DEMO_PORTRAIT_SEED), rows, video.shape[1]), rows,
                       Portrait.random(DEMO_PORTRAIT_SEED))

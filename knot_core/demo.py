@@ -33,7 +33,7 @@ from .dit import KnotDiT
 from .errors import CheckpointError, InputError
 from .faces import NUM_PARAMS, DrivingFrame, Portrait, render
 from .model_file import ADAPTER_REGISTRY, AdapterSpec, SamplerDefaults, register_adapter
-from .motion import FPS, MotionSequence, MotionSignal, SpeechMouth, loudness_envelope
+from .motion import FPS, MotionSequence, MotionSignal, loudness_envelope
 from .render_path import check_seed, torch_threads
 
 log = logging.getLogger(__name__)
@@ -195,10 +195,10 @@ def demo_latent_frames(seconds: float, fps: int = FPS) -> int:
     return latent_frames_for(math.ceil(fps * seconds))
 
 
-def demo_motion(seed: int, frames: int, audio: str | Path) -> MotionSequence:
-    """The demo's driving rows for measuring a render of `frames` frames: the sequence MotionSignal.speaking
-    drives it with (seeded head motion, blinks, brows; the mouth from the audio's loudness)."""
-    return MotionSequence(seed, frames + 16, amount=DEMO_MOTION_AMOUNT, mouth=SpeechMouth.from_file(audio))
+def demo_motion(seed: int, audio: str | Path) -> MotionSequence:
+    """The rows a demo render is driven by (seeded head motion, blinks, brows; the mouth from the audio's
+    loudness, closed after it), to measure the render against: the sequence of its `MotionSignal.speaking`."""
+    return MotionSignal.speaking(seed, loudness_envelope(audio, FPS), DEMO_MOTION_AMOUNT).sequence
 
 
 def check_portrait_seed(seed: object) -> int:

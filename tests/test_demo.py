@@ -132,7 +132,7 @@ def long_render(tmp_path_factory) -> RenderQuality:
     report = render_demo(tmp_path_factory.mktemp("demo") / "long.mp4", 20.0, seed=0)
     video, _ = read_video(report.path)
     assert len(video) == 501
-    return render_quality(video, demo_motion(0, len(video), DEMO_SPEECH).frames(0, len(video)))
+    return render_quality(video, demo_motion(0, DEMO_SPEECH).frames(0, len(video)))
 
 
 def test_long_render_keeps_the_identity(long_render):
@@ -165,7 +165,7 @@ def test_open_mouth_driving_opens_the_mouth():
 def test_the_ground_truth_passes_every_bar_the_model_is_held_to():
     """The measures themselves: the drawing of the same rows clears each bar by far (a measure that cannot tell
     the ground truth from a blur would hold the model to nothing)."""
-    rows = demo_motion(0, 501, DEMO_SPEECH).frames(0, 501)
+    rows = demo_motion(0, DEMO_SPEECH).frames(0, 501)
     truth = render_video(Portrait.random(DEMO_PORTRAIT_SEED), rows, DEMO_SIZE)
     q = render_quality(truth, rows)
     assert q.following.mouth_r > 0.98 and q.following.blink_r < -0.9 and q.following.head_r > 0.75

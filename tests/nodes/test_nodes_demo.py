@@ -97,7 +97,7 @@ def test_motion_signal_with_audio_is_the_command_line_demos_signal_and_runs_on_p
     speech = len(loudness_envelope(DEMO_SPEECH))
     past = speech + 300
     rows = signal.video_features(0, past).numpy()  # asked past the speech's end: served, not refused
-    np.testing.assert_array_equal(rows, demo_motion(0, past, DEMO_SPEECH).signal_frames(0, past))
+    np.testing.assert_array_equal(rows, demo_motion(0, DEMO_SPEECH).signal_frames(0, past))
     assert (rows[speech:, MOUTH] == 0).all() and rows[speech:, :MOUTH].std(0).max() > 0  # mouth shut, head moves
     cfg = StreamConfig()
     assert plan_length(cfg, 25, Length(0, "signal"), [signal]) <= speech
