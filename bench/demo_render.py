@@ -24,7 +24,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
@@ -44,17 +43,13 @@ from knot_core.demo_quality import following, mouth_change, render_quality  # no
 from knot_core.errors import InputError, run_script  # noqa: E402
 from knot_core.faces import PARAM_NAMES, DrivingFrame, Portrait, regions, render_video  # noqa: E402
 from knot_core.quality_metrics import psnr  # noqa: E402
+from knot_core.video_reader import read_frames  # noqa: E402
 from knot_core.video_writer import frames_from_decoder  # noqa: E402
 
 SCAN_FROM = 100  # frames: past the start, as the other measures
 SCAN_PARTS = {"head pose": ("yaw", "pitch", "roll", "tx", "ty"), "mouth": ("mouth_open", "mouth_wide"),
               "blink": ("blink",)}
 SCAN_SCALES = (0.0, 0.5, 0.75, 1.0, 1.25)
-
-
-def read_frames(path: Path) -> np.ndarray:
-    with av.open(str(path)) as c:
-        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
 def round_trip(codec, video: np.ndarray) -> np.ndarray:
@@ -104,7 +99,7 @@ def main() -> int:
         report = render_demo(Path(tmp) / "render.mp4", args.seconds, seed=0, models=args.models,
                              threads=args.threads)
         fps = report.frames / (time.perf_counter() - started)
-        video = read_frames(report.path)
+        video = np.stack(list(read_frames(report.path)))
     rows = demo_motion(0, DEMO_SPEECH).frames(0, len(video))
     q = render_quality(video, rows)
     truth = following(render_video(Portrait.random(DEMO_PORTRAIT_SEED), rows, video.shape[1]), rows,

@@ -205,7 +205,7 @@ class MotionSignal(DrivingSignal):
         self.sequence = sequence
 
     @classmethod
-    def speaking(cls, seed: int, envelope: np.ndarray, amount: float = 0.8) -> MotionSignal:
+    def speaking(cls, seed: int, envelope: np.ndarray, amount: float) -> MotionSignal:
         """The demo's driving with speech: seeded head motion, blinks and brows, the mouth following the loudness
         `envelope` (one value per frame at FPS) and closed after it; the signal's end is the speech's end
         (length 'signal' stops there), and a longer render runs on with the mouth closed."""

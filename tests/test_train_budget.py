@@ -74,3 +74,11 @@ def test_a_meaningless_budget_option_is_one_line_before_any_work(tmp_path, optio
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == f"train_demo.py: error: {line}"
     assert not (tmp_path / "run").exists() and not (tmp_path / "c.npz").exists()
+
+
+def test_a_budget_too_small_for_ten_steps_is_one_line(tmp_path):
+    run = _train(tmp_path / "run", tmp_path / "c.npz", "--max-seconds", "0.5")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("train_demo.py: error: --max-seconds 0.5: ") and "fewer than 10 steps fit" in last, last
+    assert not (tmp_path / "run" / "demo.safetensors").exists()

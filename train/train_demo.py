@@ -57,7 +57,7 @@ from knot_core.demo import (
     demo_width_problem,
     load_codec,
 )
-from knot_core.errors import CheckpointError, run_script
+from knot_core.errors import CheckpointError, ConfigError, run_script
 from knot_core.faces import PARAM_NAMES, DrivingFrame, Portrait, regions
 from knot_core.model_file import SamplerDefaults, save_knot_model
 from knot_core.motion import BLINK_FRAMES, FPS
@@ -303,7 +303,7 @@ def main() -> None:
         per_step = seconds_per_step(model, cfg, data, args.mode, args.batch, args.seed + 4)
         args.steps = int((args.max_seconds - (time.perf_counter() - started)) * BUDGET_MARGIN / per_step)
         if args.steps < 10:
-            raise SystemExit(f"--max-seconds {args.max_seconds:g}: {time.perf_counter() - started:.0f} s went to "
+            raise ConfigError(f"--max-seconds {args.max_seconds:g}: {time.perf_counter() - started:.0f} s went to "
                              f"rendering and encoding and a step takes {per_step:.2f} s, so fewer than 10 steps fit; "
                              "give more seconds or fewer --clips")
         sized_by = {"max_seconds": args.max_seconds, "seconds_per_step": round(per_step, 4)}

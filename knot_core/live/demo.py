@@ -10,7 +10,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..demo import DEMO_PORTRAIT_SEED, MODELS_DIR, check_portrait_seed, demo_reference, demo_size, load_demo
+from ..demo import (
+    DEMO_MOTION_AMOUNT,
+    DEMO_PORTRAIT_SEED,
+    MODELS_DIR,
+    check_portrait_seed,
+    demo_reference,
+    demo_size,
+    load_demo,
+)
 from ..engine.stream import StreamInputs
 from ..errors import InputError, KnotError
 from ..render_path import check_seed
@@ -22,7 +30,7 @@ from .stream import LiveSettings, LiveStream
 class DemoLiveOptions:
     portrait_seed: int = DEMO_PORTRAIT_SEED
     motion_seed: int = 0  # head motion, blinks, brows
-    motion_amount: float = 0.8  # head motion amplitude; 0 = still head (the mouth and blinks still move)
+    motion_amount: float = DEMO_MOTION_AMOUNT  # head motion amplitude; 0 = still head (mouth and blinks move)
     models: Path = MODELS_DIR  # demo.safetensors + demo_codec.safetensors: the bundled ones, or a recipe run's
 
     def __post_init__(self) -> None:
